@@ -1,0 +1,14 @@
+//! warp_cache's engine. No Python in here: every algorithm and byte layout lives in this
+//! crate so that unit tests, proptest models, shuttle, loom, miri, cargo-fuzz and the
+//! simulator all run the production code (see docs/ARCHITECTURE.md).
+
+pub mod clock;
+pub mod codec;
+pub mod error;
+pub mod mem;
+pub mod model;
+pub mod policy;
+pub mod shm;
+pub mod sync;
+
+pub use error::{Error, ErrorKind};

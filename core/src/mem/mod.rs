@@ -1,0 +1,1 @@
+//! In-process store (issue 2).

@@ -1,0 +1,3 @@
+//! Shared-memory store (issue 3). `raw` holds the few unsafe primitives.
+#[cfg(unix)]
+pub mod raw;

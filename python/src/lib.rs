@@ -1,0 +1,1 @@
+//! Python adapter (issue 2).

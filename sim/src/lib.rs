@@ -1,0 +1,2 @@
+//! Simulator library (issue 2/4).
+#![forbid(unsafe_code)]
