@@ -45,6 +45,9 @@ pub trait SieveSlots {
     /// Number of entries in the list.
     fn len(&self) -> u32;
     fn set_len(&mut self, len: u32);
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Neighbour towards the head (newer).
     fn prev(&self, slot: SlotIndex) -> SlotIndex;
     fn set_prev(&mut self, slot: SlotIndex, prev: SlotIndex);
