@@ -1,0 +1,443 @@
+"""warp_cache benchmark: throughput and memory as ratios to functools.lru_cache in one run.
+
+Not a test: it asserts nothing and never gates CI. Run it on a quiet machine with a release
+build of the extension:
+
+    (cd python && maturin develop --release) && python benches/bench.py [--repeats 7] [--quick]
+
+Every row times the same call loop for each contender, `--repeats` times, interleaved so that
+machine noise hits every contender alike, and prints the median throughput, the spread
+(min..max of the per-repeat ratio) and the ratio of medians to `functools.lru_cache`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import gc
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# --------------------------------------------------------------------------- contenders
+def contenders(max_size: int) -> dict[str, Callable[[Callable], Callable]]:
+    """Decorator factories for every cache we compare against, keyed by display name."""
+    from warp_cache import cache
+
+    out: dict[str, Callable[[Callable], Callable]] = {
+        "lru_cache": functools.lru_cache(maxsize=max_size),
+        "warp_cache": cache(max_size=max_size),
+    }
+    try:
+        import cachetools
+
+        out["cachetools"] = lambda fn: cachetools.cached(cachetools.LRUCache(maxsize=max_size))(fn)
+    except ImportError:
+        pass
+    try:
+        import cachebox
+
+        out["cachebox"] = lambda fn: cachebox.cached(cachebox.LRUCache(maxsize=max_size))(fn)
+    except ImportError:
+        pass
+    try:
+        import moka_py
+
+        out["moka-py"] = lambda fn: moka_py.cached(maxsize=max_size)(fn)
+    except ImportError:
+        pass
+    return out
+
+
+def identity(x):
+    return x
+
+
+def pair(a, b=0):
+    return a + b
+
+
+def zipf_keys(n_keys: int, n_requests: int, alpha: float, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    weights = [1.0 / (rank**alpha) for rank in range(1, n_keys + 1)]
+    return rng.choices(range(n_keys), weights=weights, k=n_requests)
+
+
+# --------------------------------------------------------------------------- timing
+@dataclass
+class Row:
+    name: str
+    target: str
+    ops_per_s: dict[str, float]
+    ratios: dict[str, list[float]]
+    baseline: str = "lru_cache"
+    note: str = ""
+
+
+def time_loop(fn: Callable, calls: Callable[[Callable], None], n_ops: int) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        calls(fn)
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    return n_ops / elapsed
+
+
+def compare(
+    name: str,
+    target: str,
+    make: dict[str, Callable[[], Callable]],
+    calls: Callable[[Callable], None],
+    n_ops: int,
+    repeats: int,
+    warm: Callable[[Callable], None] | None = None,
+    baseline: str = "lru_cache",
+) -> Row:
+    """Times `calls(fn)` for each contender `repeats` times, interleaved."""
+    samples: dict[str, list[float]] = {k: [] for k in make}
+    for _ in range(repeats):
+        for label, factory in make.items():
+            fn = factory()
+            if warm is not None:
+                warm(fn)
+            samples[label].append(time_loop(fn, calls, n_ops))
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    ratios = {k: [a / b for a, b in zip(v, samples[baseline])] for k, v in samples.items()}
+    return Row(name, target, medians, ratios, baseline)
+
+
+def print_row(row: Row) -> None:
+    base = row.ops_per_s[row.baseline]
+    print(f"\n## {row.name}   (target: {row.target})")
+    for label, ops in row.ops_per_s.items():
+        ratio = ops / base
+        spread = row.ratios[label]
+        print(
+            f"  {label:<22} {ops / 1e6:8.3f} M ops/s   x{ratio:5.2f} vs {row.baseline}"
+            f"   (per-repeat {min(spread):.2f}..{max(spread):.2f})"
+        )
+    if row.note:
+        print(f"  note: {row.note}")
+
+
+# --------------------------------------------------------------------------- workloads
+def memory_rows(repeats: int, n: int) -> list[Row]:
+    rows = []
+    hot = list(range(100)) * (n // 100)
+
+    def hits(fn):
+        for k in hot:
+            fn(k)
+
+    make = {k: (lambda d=d: d(identity)) for k, d in contenders(128).items()}
+    rows.append(compare("memory, pure hit, one int argument", ">= 1.25x", make, hits, len(hot), repeats, warm=hits))
+
+    def hits2(fn):
+        for k in hot:
+            fn(k, 1)
+
+    def hits_kw(fn):
+        for k in hot:
+            fn(k, b=1)
+
+    make2 = {k: (lambda d=d: d(pair)) for k, d in contenders(256).items()}
+    rows.append(compare("memory, pure hit, two args", ">= 1.0x", make2, hits2, len(hot), repeats, warm=hits2))
+    rows.append(compare("memory, pure hit, one kwarg", ">= 1.0x", make2, hits_kw, len(hot), repeats, warm=hits_kw))
+
+    counter = iter(range(10**12))
+
+    def misses(fn):
+        base = next(counter) * n
+        for k in range(base, base + n):
+            fn(k)
+
+    rows.append(compare("memory, all-miss at max_size=128", ">= 1.0x", make, misses, n, repeats))
+
+    zipf = zipf_keys(2000, n, 1.0, seed=7)
+
+    def zipf_calls(fn):
+        for k in zipf:
+            fn(k)
+
+    make_z = {k: (lambda d=d: d(identity)) for k, d in contenders(256).items()}
+    rows.append(compare("memory, Zipf(1.0) over 2000 keys, size 256", ">= 1.2x", make_z, zipf_calls, n, repeats))
+    return rows
+
+
+def big_miss_row(repeats: int, n: int) -> Row:
+    """Miss path (with eviction) at max_size=1,000,000 vs 128: both caches full, then misses."""
+    from warp_cache import cache
+
+    big = 1_000_000
+    counter = iter(range(1, 10**9))
+
+    def fill(size):
+        def warm(fn):
+            for k in range(-size, 0):
+                fn(k)
+
+        return warm
+
+    def misses(fn):
+        base = next(counter) * 10 * n
+        for k in range(base, base + n):
+            fn(k)
+
+    samples = {"max_size=128": [], "max_size=1,000,000": []}
+    for _ in range(repeats):
+        for label, size in (("max_size=128", 128), ("max_size=1,000,000", big)):
+            fn = cache(max_size=size)(identity)
+            fill(size)(fn)
+            samples[label].append(time_loop(fn, misses, n))
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    ratios = {k: [a / b for a, b in zip(v, samples["max_size=128"])] for k, v in samples.items()}
+    return Row("warp_cache miss path with eviction, 1,000,000 vs 128 entries", "within 20% (>= 0.8x)", medians, ratios, "max_size=128")
+
+
+def threads_row(repeats: int, n: int) -> Row:
+    """8 threads, Zipf: warp_cache (no user lock) vs lru_cache guarded by a threading.Lock."""
+    from warp_cache import cache
+
+    zipf = zipf_keys(2000, n, 1.0, seed=11)
+    threads = 8
+
+    def locked_lru():
+        inner = functools.lru_cache(maxsize=256)(identity)
+        lock = threading.Lock()
+
+        def call(x):
+            with lock:
+                return inner(x)
+
+        return call
+
+    make = {"lru_cache+Lock": locked_lru, "warp_cache": lambda: cache(max_size=256)(identity)}
+
+    def run(fn):
+        def worker():
+            for k in zipf:
+                fn(k)
+
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    return compare("8 threads, Zipf over 2000 keys, size 256", ">= 2.0x", make, run, n * threads, repeats, baseline="lru_cache+Lock")
+
+
+def async_row(repeats: int, n: int) -> Row:
+    """Awaits per second of a cached async hit vs a plain `async def` returning a constant."""
+    from warp_cache import cache
+
+    async def plain(x):
+        return 1
+
+    def make_cached():
+        @cache(max_size=128)
+        async def cached(x):
+            return 1
+
+        return cached
+
+    def run(fn):
+        async def main():
+            for _ in range(n):
+                await fn(1)
+
+        asyncio.run(main())
+
+    warm = run
+    return compare("async hit vs plain async def", ">= 0.5x", {"plain async def": lambda: plain, "warp_cache": make_cached}, run, n, repeats, warm=warm, baseline="plain async def")
+
+
+SHARED_WORKER = r"""
+import os, sys, time
+sys.path.insert(0, {here!r})
+from warp_cache import cache
+
+@cache(max_size=256, backend="shared")
+def bench_shared_identity(x):
+    return x
+
+keys = list(range(100)) * ({n} // 100)
+for k in keys:
+    bench_shared_identity(k)
+barrier = {barrier!r}
+if barrier:
+    # Crude start barrier: wait for the go-file.
+    while not os.path.exists(barrier):
+        time.sleep(0.001)
+start = time.perf_counter()
+for k in keys:
+    bench_shared_identity(k)
+print(len(keys) / (time.perf_counter() - start))
+"""
+
+
+def shared_rows(repeats: int, n: int) -> list[Row]:
+    from warp_cache import cache
+
+    rows = []
+    try:
+        probe = cache(max_size=8, backend="shared")(identity)
+        probe(1)
+    except Exception as exc:  # the backend may not exist on this platform/build
+        return [Row("shared backend", "-", {"lru_cache": 1.0}, {"lru_cache": [1.0]}, note=f"not measured: {exc!r}")]
+
+    hot = list(range(100)) * (n // 100)
+
+    def hits(fn):
+        for k in hot:
+            fn(k)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["WARP_CACHE_DIR"] = tmp
+        make = {
+            "lru_cache": lambda: functools.lru_cache(maxsize=256)(identity),
+            "warp_cache shared": lambda: cache(max_size=256, backend="shared")(identity),
+        }
+        rows.append(compare("shared, pure hit, one process", ">= 0.75x", make, hits, len(hot), repeats, warm=hits))
+        zipf = zipf_keys(2000, n, 1.0, seed=5)
+
+        def zipf_calls(fn):
+            for k in zipf:
+                fn(k)
+
+        make_z = {
+            "lru_cache": lambda: functools.lru_cache(maxsize=256)(identity),
+            "warp_cache shared": lambda: cache(max_size=256, backend="shared")(identity),
+        }
+        rows.append(compare("shared, Zipf over 2000 keys, size 256", "(report)", make_z, zipf_calls, n, repeats))
+
+        def aggregate(procs: int) -> float:
+            go = os.path.join(tmp, f"go-{procs}-{time.monotonic_ns()}")
+            code = SHARED_WORKER.format(here=os.path.join(HERE, ".."), n=n, barrier=go)
+            env = dict(os.environ, WARP_CACHE_DIR=tmp)
+            ps = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True) for _ in range(procs)]
+            time.sleep(0.5 + 0.2 * procs)
+            open(go, "w").close()
+            rates = [float(p.communicate()[0].strip()) for p in ps]
+            return sum(rates)
+
+        one, two = [], []
+        for _ in range(repeats):
+            one.append(aggregate(1))
+            two.append(aggregate(2))
+        rows.append(
+            Row(
+                "shared, pure hit, 2 processes aggregate vs 1 process",
+                ">= 1.7x",
+                {"1 process": statistics.median(one), "2 processes": statistics.median(two)},
+                {"1 process": [1.0] * repeats, "2 processes": [b / a for a, b in zip(one, two)]},
+                baseline="1 process",
+            )
+        )
+        os.environ.pop("WARP_CACHE_DIR", None)
+    return rows
+
+
+MEMORY_PROBE = r"""
+import functools, gc, sys
+sys.path.insert(0, {here!r})
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+def identity(x):
+    return x
+kind = {kind!r}
+n = {n}
+keys = [10**9 + i for i in range(n)]
+if kind == "lru_cache":
+    fn = functools.lru_cache(maxsize=n)(identity)
+elif kind == "warp_cache":
+    from warp_cache import cache
+    fn = cache(max_size=n)(identity)
+else:
+    from warp_cache import cache
+    fn = cache(max_size=n, backend="shared")(identity)
+fn(-1)
+gc.collect()
+before = rss_bytes()
+for k in keys:
+    fn(k)
+gc.collect()
+print((rss_bytes() - before) / n)
+"""
+
+
+def memory_per_entry(n: int) -> dict[str, float]:
+    """RSS growth per entry when filling n int->int entries, each cache in a fresh process."""
+    out = {}
+    for kind in ("lru_cache", "warp_cache", "warp_cache shared"):
+        with tempfile.TemporaryDirectory() as tmp:
+            code = MEMORY_PROBE.format(here=os.path.join(HERE, ".."), kind=kind, n=n)
+            env = dict(os.environ, WARP_CACHE_DIR=tmp)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                out[kind] = float("nan")
+                print(f"  {kind}: failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
+                continue
+            out[kind] = float(proc.stdout.strip())
+            if kind == "warp_cache shared":
+                files = [os.path.join(tmp, f) for f in os.listdir(tmp)]
+                blocks = sum(os.stat(f).st_blocks * 512 for f in files if os.path.isfile(f))
+                out["warp_cache shared (/dev/shm bytes)"] = blocks / n
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--ops", type=int, default=200_000, help="calls per timed loop")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, 50k ops (smoke run)")
+    parser.add_argument("--only", default="", help="comma list: memory,bigmiss,threads,async,shared,bytes")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.ops = 3, 50_000
+    only = set(filter(None, args.only.split(",")))
+
+    def want(section: str) -> bool:
+        return not only or section in only
+
+    import warp_cache
+
+    print(f"# warp_cache benchmark  python {platform.python_version()}  {platform.machine()}  cores={os.cpu_count()}")
+    print(f"# warp_cache from {os.path.dirname(warp_cache.__file__)}; repeats={args.repeats}, ops={args.ops}")
+    rows: list[Row] = []
+    if want("memory"):
+        rows += memory_rows(args.repeats, args.ops)
+    if want("bigmiss"):
+        rows.append(big_miss_row(max(3, args.repeats // 2), args.ops))
+    if want("threads"):
+        rows.append(threads_row(max(3, args.repeats // 2), args.ops // 8))
+    if want("async"):
+        rows.append(async_row(args.repeats, args.ops))
+    if want("shared"):
+        rows += shared_rows(args.repeats, args.ops)
+    for row in rows:
+        print_row(row)
+    if want("bytes"):
+        print("\n## bytes per entry, 100k int -> int entries (RSS growth; target: warp_cache <= lru_cache)")
+        for label, value in memory_per_entry(100_000).items():
+            print(f"  {label:<36} {value:8.1f} B/entry")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The one command that sets up and runs every test (README "Run all tests"; CI calls exactly this).
+# Needs only: the Rust toolchain (stable + nightly via rustup), Python 3.11 with pip, gcc.
+# Everything else (maturin, pytest, libcachesim, cargo-fuzz, ...) is installed here.
+#
+# Environment knobs:
+#   WARP_FUZZ_SECONDS   seconds per fuzz target (default 60; 0 skips fuzzing and says so)
+#   WARP_SIM_SEEDS      random sim seeds to run with faults besides the fixed ones (default 3)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+venv="${WARP_VENV:-$root/.venv}"
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null 2>&1 || python=python3
+fuzz_seconds="${WARP_FUZZ_SECONDS:-60}"
+start_s=$(date +%s)
+
+step() { printf '\n==== [%4ss] %s\n' "$(( $(date +%s) - start_s ))" "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "python venv and test dependencies ($venv)"
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet -r "$root/tests/python/requirements.txt"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# The PyO3 adapter crate is a cdylib built with pyo3's extension-module feature (no libpython to
+# link a Rust test binary against); its behaviour is tested through Python by pytest below.
+step "cargo test (core, sim, cross-crate tests; INSTA_UPDATE=no)"
+INSTA_UPDATE=no CI=true cargo test --workspace --exclude warp-cache-python
+
+step "build the extension with maturin (release) into the venv"
+(cd python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --release --quiet)
+
+step "pytest under PYTHONMALLOC=debug"
+PYTHONMALLOC=debug "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
+
+step "done in $(( $(date +%s) - start_s ))s"
