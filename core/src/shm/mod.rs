@@ -1,3 +1,47 @@
-//! Shared-memory store (issue 3). `raw` holds the few unsafe primitives.
+//! Shared-memory store (issue 3): a cross-process SIEVE cache in two memory-mapped files.
+//!
+//! | module      | what                                                                 |
+//! |-------------|----------------------------------------------------------------------|
+//! | `layout`    | `repr(C)` structures of both files, word indexes via `offset_of!`, size asserts, [`layout::Geometry`] |
+//! | `region`    | the only code that opens, creates, maps files (security rules, space reservation) |
+//! | `seqlock`   | seqlock + crash-safe writer lock, generic over its words (loom-tested) |
+//! | `table`     | open-addressing hash table, linear probing, backward-shift deletion   |
+//! | `arena`     | fixed-size slots, allocator, the SIEVE slots view for [`crate::policy`] |
+//! | `store`     | [`ShmStore`]: open/get/insert/clear/info/validate                     |
+//! | `raw`       | the few unsafe OS primitives that are not about files                 |
+//! | `failpoint` | test-only crash points (feature `failpoints`)                         |
+//! | `fuzz`      | fuzz-target bodies over heap-backed stores                            |
+//!
+//! Invariants (docs/ARCHITECTURE.md): INV-7 (hostile mapping: every index and length read
+//! from shared memory is checked; hot paths use only the process's own geometry), INV-8
+//! (crash-safe writers), INV-9 (new parameters, new file; never truncate a mapped file), and
+//! the shared-store specifics:
+//! * INV-S1: only `region` opens, creates and maps files;
+//! * INV-S2: a data file is used only with the lock file whose nonce its header records;
+//! * INV-S3: seqlock protocol: readers accept a copy only if the sequence was even and
+//!   unchanged across it (Acquire load, relaxed copies, Acquire fence, reload);
+//! * INV-S4: a write section that starts on an odd sequence (a writer died inside one), or
+//!   corruption found under the lock, resets the table and arena before the section ends;
+//! * INV-S5: linear-probe runs stay contiguous (backward-shift deletion, no tombstones).
+
+pub mod arena;
+pub mod layout;
+pub mod table;
+
+#[cfg(unix)]
+pub mod failpoint;
+#[cfg(unix)]
+pub mod fuzz;
 #[cfg(unix)]
 pub mod raw;
+#[cfg(unix)]
+pub mod region;
+#[cfg(unix)]
+pub mod seqlock;
+#[cfg(unix)]
+pub mod store;
+
+#[cfg(unix)]
+pub use store::{
+    hash_algo_id, key_hash, InsertOutcome, ShmConfig, ShmInfo, ShmPaths, ShmStore, SkipReason,
+};

@@ -1,0 +1,361 @@
+//! Byte layout of the two shared files. Every structure is `repr(C)` and made only of
+//! `AtomicU64` words, so the mapping is viewed as `&[AtomicU64]` and a field is addressed by
+//! its word index `offset_of!(Struct, field) / 8` (never a literal offset). Sizes are pinned
+//! by compile-time asserts.
+//!
+//! # Data file (`<name>.data`)
+//!
+//! | bytes                       | content                                                  |
+//! |-----------------------------|----------------------------------------------------------|
+//! | `0 .. 384`                  | [`DataHeader`]: parameter block (256 B) + writer block (128 B) |
+//! | `stripes_offset ..`         | `stripe_count` x [`CounterStripe`] (128 B each)           |
+//! | `table_offset ..`           | `bucket_count` x u64 buckets (see [`crate::shm::table`])  |
+//! | `arena_offset ..`           | `capacity` slots of `slot_bytes` each                    |
+//!
+//! A slot is a [`SlotMeta`] (48 B) followed by `key_words` and `value_words` u64 words holding
+//! the key and value bytes packed little-endian (the unused tail of the last word is zero).
+//!
+//! # Lock file (`<name>.lock`)
+//!
+//! [`LockFile`], 384 B: identity line, then the seqlock sequence word and the writer lock word
+//! on separate 128-byte lines (readers poll `seq`; waiting writers poll `owner`).
+//!
+//! All numbers are native-endian; the header's `endian` word (written as
+//! [`ENDIAN_MARK`]) makes a file from a machine of the other endianness a mismatch.
+#![forbid(unsafe_code)]
+
+use std::mem::{offset_of, size_of};
+use std::sync::atomic::AtomicU64;
+
+use crate::error::{Error, Result};
+
+pub const WORD_BYTES: usize = 8;
+
+/// "WARPCDAT" read as a little-endian u64.
+pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"WARPCDAT");
+/// "WARPCLCK" read as a little-endian u64.
+pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPCLCK");
+/// Reads back as this value only on a machine of the writer's endianness.
+pub const ENDIAN_MARK: u64 = 0x0102_0304_0506_0708;
+/// Version of this layout. Bump on any change of the structures below or of their meaning.
+pub const FORMAT_VERSION: u64 = 1;
+/// Counter stripes (one per CPU modulo this): hits from different CPUs touch different lines.
+pub const STRIPE_COUNT: u64 = 32;
+/// Largest capacity: the table needs `2 * capacity` buckets addressable by 32-bit hashes.
+pub const MAX_CAPACITY: u32 = 1 << 31;
+/// Sanity bound on one data file (1 TiB): anything larger is a parameter error.
+pub const MAX_REGION_BYTES: u64 = 1 << 40;
+/// Alignment of the stripes, table and arena (a cache line pair).
+pub const SECTION_ALIGN: u64 = 128;
+
+/// Data file header.
+#[repr(C)]
+pub struct DataHeader {
+    // --- parameter block: written once before the file is published, then only read ---
+    pub magic: AtomicU64,
+    pub endian: AtomicU64,
+    pub format_version: AtomicU64,
+    /// [`crate::codec::CODEC_VERSION`].
+    pub codec_version: AtomicU64,
+    /// Fingerprint of the key hash function as compiled into the creating process.
+    pub hash_algo_id: AtomicU64,
+    pub capacity: AtomicU64,
+    pub key_bytes_max: AtomicU64,
+    pub value_bytes_max: AtomicU64,
+    pub slot_bytes: AtomicU64,
+    pub bucket_count: AtomicU64,
+    pub stripe_count: AtomicU64,
+    pub stripes_offset: AtomicU64,
+    pub table_offset: AtomicU64,
+    pub arena_offset: AtomicU64,
+    pub region_bytes: AtomicU64,
+    /// Random at creation: tells two files with the same parameters apart.
+    pub creation_nonce: AtomicU64,
+    /// The `nonce` of the lock file this data file is paired with (INV-S2).
+    pub lock_nonce: AtomicU64,
+    pub _reserved0: [AtomicU64; 15],
+    // --- writer block: changed only under the writer lock, inside an odd sequence ---
+    pub sieve_head: AtomicU64,
+    pub sieve_tail: AtomicU64,
+    pub sieve_hand: AtomicU64,
+    /// Number of entries (= current size).
+    pub sieve_len: AtomicU64,
+    /// Head of the free-slot list (slots freed by removal), `NO_SLOT` if empty.
+    pub free_head: AtomicU64,
+    /// Slots `high_water..capacity` have never been used since the last reset.
+    pub high_water: AtomicU64,
+    /// Number of times the table was reset after a crash or corruption (diagnostics).
+    pub resets: AtomicU64,
+    pub _reserved1: [AtomicU64; 9],
+}
+
+/// Per-CPU counters, one 128-byte line pair each.
+#[repr(C)]
+pub struct CounterStripe {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub oversize_skips: AtomicU64,
+    pub _pad: [AtomicU64; 13],
+}
+
+/// Per-slot metadata; key and value words follow it.
+#[repr(C)]
+pub struct SlotMeta {
+    /// SIEVE links: prev (towards the head) in the low 32 bits, next in the high 32 bits.
+    pub links: AtomicU64,
+    /// SIEVE visited bit (0 or 1). Written by lock-free readers.
+    pub visited: AtomicU64,
+    /// Key length in the low 32 bits, value length in the high 32 bits.
+    pub lens: AtomicU64,
+    /// Full 64-bit key hash.
+    pub hash: AtomicU64,
+    /// `CLOCK_MONOTONIC` stamp of the last store (INV-5).
+    pub stored_at_ns: AtomicU64,
+    /// Next slot on the free list, `NO_SLOT` at its end.
+    pub free_next: AtomicU64,
+}
+
+/// Lock file.
+#[repr(C)]
+pub struct LockFile {
+    pub magic: AtomicU64,
+    pub endian: AtomicU64,
+    pub format_version: AtomicU64,
+    /// Random at creation; data files record it (INV-S2).
+    pub nonce: AtomicU64,
+    pub _pad0: [AtomicU64; 12],
+    /// Seqlock sequence: odd while a writer is changing the data file.
+    pub seq: AtomicU64,
+    pub _pad1: [AtomicU64; 15],
+    /// Writer lock: 0 = free, else owner pid (low 32 bits) and start token (high 32 bits).
+    pub owner: AtomicU64,
+    /// Number of times a waiter took the lock over from a dead owner (diagnostics).
+    pub takeovers: AtomicU64,
+    pub _pad2: [AtomicU64; 14],
+}
+
+const _: () = assert!(size_of::<AtomicU64>() == WORD_BYTES);
+const _: () = assert!(size_of::<DataHeader>() == 384);
+const _: () = assert!(offset_of!(DataHeader, sieve_head) == 256);
+const _: () = assert!(size_of::<CounterStripe>() == SECTION_ALIGN as usize);
+const _: () = assert!(size_of::<SlotMeta>() == 48);
+const _: () = assert!(size_of::<LockFile>() == 384);
+const _: () = assert!(offset_of!(LockFile, seq) == 128);
+const _: () = assert!(offset_of!(LockFile, owner) == 256);
+const _: () = assert!(size_of::<DataHeader>() as u64 % SECTION_ALIGN == 0);
+
+/// Word index of a field: `word!(Struct, field)`.
+macro_rules! word {
+    ($ty:ty, $field:ident) => {
+        std::mem::offset_of!($ty, $field) / $crate::shm::layout::WORD_BYTES
+    };
+}
+pub(crate) use word;
+
+pub const HEADER_WORDS: usize = size_of::<DataHeader>() / WORD_BYTES;
+pub const STRIPE_WORDS: usize = size_of::<CounterStripe>() / WORD_BYTES;
+pub const META_WORDS: usize = size_of::<SlotMeta>() / WORD_BYTES;
+pub const LOCK_FILE_BYTES: u64 = size_of::<LockFile>() as u64;
+pub const LOCK_FILE_WORDS: usize = size_of::<LockFile>() / WORD_BYTES;
+
+/// Where everything is in a data file of given parameters. Computed from the *caller's*
+/// parameters (trusted) and compared with the header at open; the hot paths use only this,
+/// never offsets read back from the mapping (INV-7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub capacity: u32,
+    pub key_bytes_max: u32,
+    pub value_bytes_max: u32,
+    pub key_words: usize,
+    pub value_words: usize,
+    /// Words per slot: meta + key + value.
+    pub slot_words: usize,
+    pub bucket_count: usize,
+    pub stripe_count: usize,
+    /// Word indexes of the sections.
+    pub stripes_word: usize,
+    pub table_word: usize,
+    pub arena_word: usize,
+    pub region_bytes: u64,
+}
+
+fn align_up(value: u64, align: u64) -> Option<u64> {
+    value.checked_add(align - 1).map(|v| v / align * align)
+}
+
+impl Geometry {
+    /// Computes the layout with checked u64 arithmetic; parameters the layout cannot address
+    /// give [`crate::ErrorKind::InvalidArgument`] naming what to change.
+    pub fn new(capacity: u32, key_bytes_max: u32, value_bytes_max: u32) -> Result<Geometry> {
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            return Err(Error::invalid_argument(format!(
+                "max_size must be between 1 and {MAX_CAPACITY} for the shared backend, got {capacity}"
+            )));
+        }
+        if key_bytes_max == 0 {
+            return Err(Error::invalid_argument(
+                "max_key_size must be a positive int, got 0",
+            ));
+        }
+        if value_bytes_max == 0 {
+            return Err(Error::invalid_argument(
+                "max_value_size must be a positive int, got 0",
+            ));
+        }
+        let too_big = || {
+            Error::invalid_argument(format!(
+                "shared cache of max_size={capacity}, max_key_size={key_bytes_max}, \
+                 max_value_size={value_bytes_max} needs more than {MAX_REGION_BYTES} bytes: \
+                 lower max_size or the size limits"
+            ))
+        };
+        let word = WORD_BYTES as u64;
+        let key_words = u64::from(key_bytes_max).div_ceil(word);
+        let value_words = u64::from(value_bytes_max).div_ceil(word);
+        let slot_words = (META_WORDS as u64) + key_words + value_words;
+        let bucket_count = (u64::from(capacity) * 2).next_power_of_two().max(8);
+        let stripes_offset = size_of::<DataHeader>() as u64;
+        let table_offset = align_up(
+            stripes_offset + STRIPE_COUNT * size_of::<CounterStripe>() as u64,
+            SECTION_ALIGN,
+        )
+        .ok_or_else(too_big)?;
+        let arena_offset = bucket_count
+            .checked_mul(word)
+            .and_then(|bytes| bytes.checked_add(table_offset))
+            .and_then(|end| align_up(end, SECTION_ALIGN))
+            .ok_or_else(too_big)?;
+        let region_bytes = slot_words
+            .checked_mul(word)
+            .and_then(|slot_bytes| slot_bytes.checked_mul(u64::from(capacity)))
+            .and_then(|arena| arena.checked_add(arena_offset))
+            .ok_or_else(too_big)?;
+        if region_bytes > MAX_REGION_BYTES {
+            return Err(too_big());
+        }
+        let to_usize = |v: u64| usize::try_from(v).map_err(|_| too_big());
+        Ok(Geometry {
+            capacity,
+            key_bytes_max,
+            value_bytes_max,
+            key_words: to_usize(key_words)?,
+            value_words: to_usize(value_words)?,
+            slot_words: to_usize(slot_words)?,
+            bucket_count: to_usize(bucket_count)?,
+            stripe_count: STRIPE_COUNT as usize,
+            stripes_word: to_usize(stripes_offset / word)?,
+            table_word: to_usize(table_offset / word)?,
+            arena_word: to_usize(arena_offset / word)?,
+            region_bytes,
+        })
+    }
+
+    pub fn slot_bytes(&self) -> u64 {
+        (self.slot_words * WORD_BYTES) as u64
+    }
+
+    pub fn region_words(&self) -> usize {
+        // `region_bytes` fit a usize when the geometry was built.
+        (self.region_bytes / WORD_BYTES as u64) as usize
+    }
+
+    /// The header parameter block this geometry writes and expects: (word index, value).
+    pub fn parameter_words(
+        &self,
+        hash_algo_id: u64,
+        creation_nonce: u64,
+        lock_nonce: u64,
+    ) -> [(usize, u64); 17] {
+        [
+            (word!(DataHeader, magic), DATA_MAGIC),
+            (word!(DataHeader, endian), ENDIAN_MARK),
+            (word!(DataHeader, format_version), FORMAT_VERSION),
+            (
+                word!(DataHeader, codec_version),
+                u64::from(crate::codec::CODEC_VERSION),
+            ),
+            (word!(DataHeader, hash_algo_id), hash_algo_id),
+            (word!(DataHeader, capacity), u64::from(self.capacity)),
+            (
+                word!(DataHeader, key_bytes_max),
+                u64::from(self.key_bytes_max),
+            ),
+            (
+                word!(DataHeader, value_bytes_max),
+                u64::from(self.value_bytes_max),
+            ),
+            (word!(DataHeader, slot_bytes), self.slot_bytes()),
+            (word!(DataHeader, bucket_count), self.bucket_count as u64),
+            (word!(DataHeader, stripe_count), self.stripe_count as u64),
+            (
+                word!(DataHeader, stripes_offset),
+                (self.stripes_word * WORD_BYTES) as u64,
+            ),
+            (
+                word!(DataHeader, table_offset),
+                (self.table_word * WORD_BYTES) as u64,
+            ),
+            (
+                word!(DataHeader, arena_offset),
+                (self.arena_word * WORD_BYTES) as u64,
+            ),
+            (word!(DataHeader, region_bytes), self.region_bytes),
+            (word!(DataHeader, creation_nonce), creation_nonce),
+            (word!(DataHeader, lock_nonce), lock_nonce),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_words_are_where_the_docs_say() {
+        assert_eq!(word!(DataHeader, magic), 0);
+        assert_eq!(word!(DataHeader, lock_nonce), 16);
+        assert_eq!(word!(DataHeader, sieve_head), 32);
+        assert_eq!(word!(DataHeader, resets), 38);
+        assert_eq!(word!(SlotMeta, free_next), 5);
+        assert_eq!(word!(LockFile, seq), 16);
+        assert_eq!(word!(LockFile, owner), 32);
+        assert_eq!(HEADER_WORDS, 48);
+        assert_eq!(META_WORDS, 6);
+    }
+
+    #[test]
+    fn default_geometry() {
+        let g = Geometry::new(128, 512, 4096).unwrap();
+        assert_eq!(g.slot_bytes(), 48 + 512 + 4096);
+        assert_eq!(g.bucket_count, 256);
+        assert_eq!(g.stripes_word * 8, 384);
+        assert_eq!(g.table_word * 8, 384 + 32 * 128);
+        assert_eq!(g.arena_word * 8, 384 + 32 * 128 + 256 * 8);
+        assert_eq!(
+            g.region_bytes,
+            g.arena_word as u64 * 8 + 128 * g.slot_bytes()
+        );
+        assert_eq!(g.key_words, 64);
+        // Odd limits round up to whole words.
+        let g = Geometry::new(1, 9, 1).unwrap();
+        assert_eq!((g.key_words, g.value_words, g.bucket_count), (2, 1, 8));
+    }
+
+    #[test]
+    fn unaddressable_parameters_are_invalid_arguments() {
+        use crate::ErrorKind::InvalidArgument;
+        for (capacity, key, value) in [
+            (0, 512, 4096),
+            (MAX_CAPACITY + 1, 8, 8),
+            (1, 0, 8),
+            (1, 8, 0),
+            (MAX_CAPACITY, u32::MAX, u32::MAX),
+            (1 << 30, 4096, 4096),
+        ] {
+            let err = Geometry::new(capacity, key, value).unwrap_err();
+            assert_eq!(err.kind, InvalidArgument, "{capacity} {key} {value}");
+            assert!(!err.message.is_empty());
+        }
+        assert!(Geometry::new(MAX_CAPACITY, 8, 8).is_ok());
+    }
+}
