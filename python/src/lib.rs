@@ -1,1 +1,34 @@
-//! Python adapter (issue 2).
+//! Python adapter of warp_cache (module `warp_cache._warp_cache`): the memory backend's
+//! cached-function type, `CacheInfo`, and the async helpers. Everything algorithmic lives in
+//! `warp-cache-core`; this crate builds keys from Python calls and maps errors.
+
+mod awaitable;
+mod cached;
+mod cell;
+mod errors;
+mod info;
+mod key;
+
+use pyo3::prelude::*;
+
+pub use errors::{guard, panic_message, panic_to_py, to_py};
+pub use info::CacheInfo;
+
+#[pymodule(gil_used = false)]
+fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    key::init(py)?;
+    m.add_class::<cached::CachedFunction>()?;
+    m.add_class::<info::CacheInfo>()?;
+    m.add_class::<awaitable::Ready>()?;
+    m.add_class::<awaitable::KeyHandle>()?;
+    m.add_function(wrap_pyfunction!(cached::make_memory, m)?)?;
+    m.add(
+        "MEMORY_MAX_SIZE_LIMIT",
+        warp_cache_core::mem::MAX_SIZE_LIMIT,
+    )?;
+    awaitable::install_ready_iternext(py);
+    let vectorcall = cached::install_vectorcall(py)?;
+    m.add("VECTORCALL", vectorcall)?;
+    Ok(())
+}

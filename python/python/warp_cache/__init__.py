@@ -1,0 +1,243 @@
+"""warp_cache: a memoizing decorator with SIEVE eviction, in-process or shared across processes.
+
+    from warp_cache import cache
+
+    @cache(max_size=256, ttl=60.0)
+    def expensive(x, y):
+        ...
+
+Keys are built like ``functools.lru_cache`` builds them (arguments must be hashable); the
+cache holds at most ``max_size`` entries and evicts with SIEVE. ``cache_info()`` and
+``cache_clear()`` are available on every decorated function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import enum
+import functools
+import inspect
+import math
+import numbers
+import operator
+from typing import Any, Callable, Optional, Union
+
+from . import _async
+# MEMORY_MAX_SIZE_LIMIT (largest memory-backend max_size), CacheInfo and CachedFunction are
+# re-exported.
+from ._warp_cache import (
+    MEMORY_MAX_SIZE_LIMIT,
+    CacheInfo,
+    CachedFunction,
+    _make_memory,
+    _Ready,
+)
+
+__all__ = ["Backend", "CacheInfo", "CachedFunction", "cache"]
+
+# An already-completed awaitable is a coroutine for asyncio (create_task, gather, ...).
+collections.abc.Coroutine.register(_Ready)
+
+
+class Backend(enum.IntEnum):
+    """Where cached data lives: ``MEMORY`` in the process heap, ``SHARED`` in a memory-mapped
+    file visible to every process on the machine."""
+
+    MEMORY = 0
+    SHARED = 1
+
+
+_BACKEND_NAMES = {"memory": Backend.MEMORY, "shared": Backend.SHARED}
+
+
+def _check_max_size(max_size: Any) -> int:
+    if isinstance(max_size, bool):
+        raise TypeError(f"max_size must be a positive int, got {max_size!r}")
+    try:
+        value = operator.index(max_size)
+    except TypeError:
+        raise TypeError(f"max_size must be a positive int, got {max_size!r}") from None
+    if value < 1:
+        raise ValueError(f"max_size must be a positive int, got {value}")
+    return value
+
+
+def _check_ttl(ttl: Any) -> Optional[float]:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
+        raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
+    try:
+        seconds = float(ttl)
+    except (OverflowError, ValueError):
+        raise ValueError(f"ttl must be a finite number of seconds >= 0 or None, got {ttl!r}") from None
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        raise ValueError(f"ttl must be a finite number of seconds >= 0 or None, got {ttl!r}")
+    return seconds
+
+
+def _check_byte_limit(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive int (bytes), got {value!r}")
+    try:
+        limit = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int (bytes), got {value!r}") from None
+    if limit < 1:
+        raise ValueError(f"{name} must be a positive int (bytes), got {limit}")
+    return limit
+
+
+def _resolve_backend(backend: Any) -> Backend:
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, str):
+        try:
+            return _BACKEND_NAMES[backend]
+        except KeyError:
+            raise ValueError(
+                f"backend must be 'memory' or 'shared' (or Backend.MEMORY / Backend.SHARED), got {backend!r}"
+            ) from None
+    if isinstance(backend, int) and not isinstance(backend, bool):
+        try:
+            return Backend(backend)
+        except ValueError:
+            raise ValueError(f"backend must be 0 (memory) or 1 (shared), got {backend!r}") from None
+    raise TypeError(f"backend must be 'memory', 'shared' or a Backend, got {type(backend).__name__}")
+
+
+def _is_coroutine_callable(func: Any) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    # A callable instance whose __call__ is a coroutine function.
+    if not inspect.isroutine(func) and not inspect.isclass(func):
+        return inspect.iscoroutinefunction(getattr(type(func), "__call__", None))
+    return False
+
+
+def _make_shared(
+    func: Callable[..., Any],
+    *,
+    max_size: int,
+    ttl: Optional[float],
+    max_key_size: int,
+    max_value_size: int,
+    is_async: bool,
+) -> Any:
+    """Creates the shared-backend wrapper of ``func`` (issue 3)."""
+    raise RuntimeError(
+        "shared backend not built yet: backend='shared' is not available in this build; use backend='memory'"
+    )
+
+
+def _make_wrapper(
+    func: Callable[..., Any],
+    backend: Backend,
+    max_size: int,
+    ttl: Optional[float],
+    max_key_size: int,
+    max_value_size: int,
+    is_async: bool,
+) -> Any:
+    """The one place where the backend is chosen."""
+    if backend == Backend.SHARED:
+        return _make_shared(
+            func,
+            max_size=max_size,
+            ttl=ttl,
+            max_key_size=max_key_size,
+            max_value_size=max_value_size,
+            is_async=is_async,
+        )
+    return _make_memory(func, max_size, ttl, _async.async_miss if is_async else None)
+
+
+def _copy_metadata(wrapper: Any, func: Any, is_async: bool) -> None:
+    functools.update_wrapper(wrapper, func)
+    # Function-like attributes, so that inspect.iscoroutinefunction (which looks at
+    # __code__ for function-like objects) and asyncio.iscoroutinefunction behave.
+    for name in ("__code__", "__defaults__", "__kwdefaults__"):
+        try:
+            value = getattr(func, name)
+        except AttributeError:
+            continue
+        wrapper.__dict__.setdefault(name, value)
+    if is_async:
+        mark = getattr(inspect, "markcoroutinefunction", None)
+        if mark is not None:
+            mark(wrapper)
+        marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+        if marker is not None:
+            wrapper.__dict__["_is_coroutine"] = marker
+
+
+def _decorate(
+    func: Any,
+    backend: Backend,
+    max_size: int,
+    ttl: Optional[float],
+    max_key_size: int,
+    max_value_size: int,
+) -> Any:
+    if not callable(func):
+        raise TypeError(f"@cache needs a callable, got {type(func).__name__}")
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        kind = "an async generator" if inspect.isasyncgenfunction(func) else "a generator"
+        name = getattr(func, "__qualname__", repr(func))
+        raise TypeError(
+            f"cannot cache {name}: it is {kind} function, whose result is a one-shot iterator; "
+            "cache a function that returns a list or a tuple instead"
+        )
+    is_async = _is_coroutine_callable(func)
+    wrapper = _make_wrapper(func, backend, max_size, ttl, max_key_size, max_value_size, is_async)
+    _copy_metadata(wrapper, func, is_async)
+    return wrapper
+
+
+def cache(
+    func: Optional[Callable[..., Any]] = None,
+    /,
+    *,
+    max_size: int = 128,
+    ttl: Optional[float] = None,
+    backend: Union[str, int, Backend] = Backend.MEMORY,
+    max_key_size: int = 512,
+    max_value_size: int = 4096,
+) -> Any:
+    """Memoizes a function (sync or async) with SIEVE eviction.
+
+    Use as ``@cache`` or ``@cache(max_size=..., ttl=..., backend=...)``.
+
+    * ``max_size``: maximum number of entries (positive int, default 128);
+    * ``ttl``: seconds an entry stays valid (``None``: forever; ``0``: never served);
+    * ``backend``: ``"memory"`` (default) or ``"shared"`` (also ``Backend`` or 0/1);
+    * ``max_key_size`` / ``max_value_size``: byte limits of the shared backend.
+
+    Bad parameters raise ``TypeError``/``ValueError`` here, at decoration time.
+    """
+    checked_max_size = _check_max_size(max_size)
+    checked_ttl = _check_ttl(ttl)
+    checked_backend = _resolve_backend(backend)
+    checked_key_size = _check_byte_limit("max_key_size", max_key_size)
+    checked_value_size = _check_byte_limit("max_value_size", max_value_size)
+
+    def decorator(target: Callable[..., Any]) -> Any:
+        return _decorate(
+            target,
+            checked_backend,
+            checked_max_size,
+            checked_ttl,
+            checked_key_size,
+            checked_value_size,
+        )
+
+    if func is None:
+        return decorator
+    if not callable(func):
+        raise TypeError(
+            "cache() takes its parameters as keywords: use @cache or @cache(max_size=...), "
+            f"got a positional {type(func).__name__}"
+        )
+    return decorator(func)
+

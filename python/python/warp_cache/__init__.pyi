@@ -1,0 +1,79 @@
+"""Type stubs of warp_cache."""
+
+import enum
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, final, overload
+
+from typing_extensions import Self
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+__all__ = ["Backend", "CacheInfo", "CachedFunction", "cache"]
+
+MEMORY_MAX_SIZE_LIMIT: Final[int]
+
+class Backend(enum.IntEnum):
+    """Where cached data lives."""
+
+    MEMORY = 0
+    SHARED = 1
+
+@final
+class CacheInfo:
+    """Statistics of one cached function."""
+
+    def __new__(
+        cls,
+        hits: int,
+        misses: int,
+        max_size: int,
+        current_size: int,
+        oversize_skips: int | None = None,
+    ) -> Self: ...
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def max_size(self) -> int: ...
+    @property
+    def current_size(self) -> int: ...
+    @property
+    def oversize_skips(self) -> int | None: ...
+    @property
+    def _fields(self) -> list[str]: ...
+    def __iter__(self) -> Iterator[int]: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: int, /) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    def _asdict(self) -> dict[str, int]: ...
+
+@final
+class CachedFunction(Generic[_P, _R]):
+    """A function wrapped by ``@cache``: call it like the original."""
+
+    __wrapped__: Callable[_P, _R]
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+    def cache_info(self) -> CacheInfo: ...
+    def cache_clear(self) -> None: ...
+    def __copy__(self) -> Self: ...
+    def __deepcopy__(self, memo: Any, /) -> Self: ...
+
+_BackendArg = Literal["memory", "shared", 0, 1] | Backend
+
+@overload
+def cache(func: Callable[_P, _R], /) -> CachedFunction[_P, _R]: ...
+@overload
+def cache(
+    func: None = None,
+    /,
+    *,
+    max_size: int = 128,
+    ttl: float | None = None,
+    backend: _BackendArg = ...,
+    max_key_size: int = 512,
+    max_value_size: int = 4096,
+) -> Callable[[Callable[_P, _R]], CachedFunction[_P, _R]]: ...

@@ -1,0 +1,985 @@
+//! `CachedFunction`: what `@cache` returns for the memory backend. A call is one Rust call:
+//! build the key from the arguments (no tuple for a single int/str argument or for positional
+//! arguments on a hit), hash, look up, compare, return.
+//!
+//! Reentrancy (INV-M2): the store is never borrowed while Python code runs. Python code runs
+//! in `__hash__`, `__eq__` of user keys, the wrapped function, and `__del__` of dropped keys
+//! and values (and in anything that allocates, through the garbage collector). So:
+//! * keys are hashed before the store is borrowed;
+//! * candidates that cannot be compared without Python code are cloned (a new reference),
+//!   the borrow is released, they are compared, and the reference is re-checked by generation
+//!   before use (a stale one is a miss: a miss is always a correct answer);
+//! * displaced keys and values are dropped after the borrow is released;
+//! * a `cache_clear()` that returned has taken effect: every reference taken before it is
+//!   stale (generations), so a lookup mid-`__eq__` cannot serve a cleared entry.
+//!
+//! The call enters through vectorcall when the type could be given a vectorcall slot (see
+//! [`install_vectorcall`]); `tp_call` (`__call__`) remains for callers that build a tuple.
+
+use std::mem::offset_of;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::slice;
+use std::sync::OnceLock;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyTypeInfo};
+use warp_cache_core::clock::{monotonic_now_ns, ttl_seconds_to_ns};
+use warp_cache_core::mem::{Displaced, Hit, Lookup, MemStore, SlotRef, MAX_SIZE_LIMIT};
+use warp_cache_core::Error;
+
+use crate::awaitable::{KeyHandle, Ready};
+use crate::cell::{count_hit, count_miss, Store, StoreCell};
+use crate::errors::{guard, panic_message, to_py};
+use crate::info::CacheInfo;
+use crate::key::{self, CallKey, KeyView, Quick, StoredKey};
+
+extern "C" {
+    /// `PyMethod_New` of the C API (a bound method), not declared by pyo3-ffi.
+    fn PyMethod_New(func: *mut ffi::PyObject, self_: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// How many times an insert re-scans after Python code changed the store under it before it
+/// inserts anyway (a duplicate of an equal key is then possible; it is harmless: it only
+/// takes a slot until SIEVE evicts it).
+const INSERT_ATTEMPTS: usize = 4;
+
+/// Offset of the Rust struct inside the Python object, measured once at module init.
+static CONTENTS_OFFSET: OnceLock<usize> = OnceLock::new();
+
+struct AsyncState {
+    /// `warp_cache._async.async_miss`: the single-flight miss coroutine.
+    helper: Py<PyAny>,
+    /// In-flight misses: `(event loop, key handle) -> future`.
+    inflight: Py<PyDict>,
+}
+
+/// A cached function (memory backend).
+#[pyclass(frozen, dict, weakref, module = "warp_cache", name = "CachedFunction")]
+pub struct CachedFunction {
+    /// This instance's vectorcall entry; CPython reads it at `tp_vectorcall_offset`.
+    vectorcall: ffi::vectorcallfunc,
+    func: Py<PyAny>,
+    ttl_ns: Option<u64>,
+    store: StoreCell,
+    async_state: Option<AsyncState>,
+}
+
+/// Where a lookup decided that a key is absent: the store's version at that moment.
+#[derive(Clone, Copy)]
+struct MissAt {
+    version: u64,
+}
+
+/// Outcome of the quick path.
+enum QuickLookup {
+    Hit(Py<PyAny>),
+    /// No candidate is equal, and every comparison was decided without Python code.
+    Miss(MissAt),
+    /// Needs the full path (Python `__eq__`, an expired entry, a busy store).
+    Undecided,
+}
+
+/// Outcome of the full lookup.
+enum Found {
+    Hit(Py<PyAny>),
+    /// `Some` when the miss was decided within one borrow of the store.
+    Miss(Option<MissAt>),
+}
+
+/// How to call the wrapped function on a miss: the way the call came in.
+enum Invocation<'a, 'py> {
+    Vector {
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    },
+    Tuple {
+        args: &'a Bound<'py, PyTuple>,
+        kwargs: Option<&'a Bound<'py, PyDict>>,
+    },
+}
+
+#[inline]
+fn clock(store: &Store) -> u64 {
+    if store.needs_clock() {
+        monotonic_now_ns()
+    } else {
+        0
+    }
+}
+
+/// Puts a new value in: in place at `equal`, or as a new entry (evicting when full).
+fn place(
+    store: &mut Store,
+    equal: Option<SlotRef>,
+    hash: u64,
+    key: StoredKey,
+    value: Py<PyAny>,
+    now_ns: u64,
+) -> Displaced<StoredKey, Py<PyAny>> {
+    match equal {
+        Some(at) => match store.replace_at(at, value, now_ns) {
+            Ok(old) => Displaced::Replaced(old),
+            Err(value) => store.insert_new(hash, key, value, now_ns),
+        },
+        None => store.insert_new(hash, key, value, now_ns),
+    }
+}
+
+impl CachedFunction {
+    fn new(func: Py<PyAny>, store: Store, async_state: Option<AsyncState>) -> Self {
+        CachedFunction {
+            vectorcall: vectorcall_entry,
+            func,
+            ttl_ns: store.ttl_ns(),
+            store: StoreCell::new(store),
+            async_state,
+        }
+    }
+
+    /// The hit path: decides what comparisons that run no Python code can decide. Drops no
+    /// `Py`, so it needs none of pyo3's attach bookkeeping.
+    #[inline(always)]
+    fn quick_lookup(&self, py: Python<'_>, probe: KeyView<'_>) -> QuickLookup {
+        let Some(store) = self.store.try_read(py) else {
+            return QuickLookup::Undecided;
+        };
+        let now_ns = clock(&store);
+        let mut undecided = false;
+        let found = store.lookup(probe.hash(), now_ns, |stored| {
+            match key::quick_eq(stored, probe) {
+                Quick::Equal => true,
+                Quick::NotEqual => false,
+                Quick::Unknown => {
+                    undecided = true;
+                    false
+                }
+            }
+        });
+        match found {
+            Lookup::Fresh(_, value) => {
+                let value = value.clone_ref(py);
+                count_hit(&store);
+                QuickLookup::Hit(value)
+            }
+            Lookup::Absent if !undecided => QuickLookup::Miss(MissAt {
+                version: store.version(),
+            }),
+            Lookup::Absent | Lookup::Expired(_) => QuickLookup::Undecided,
+        }
+    }
+
+    /// Looks `probe` up. A fresh hit returns a new reference to the value (and counts a hit
+    /// when `count`); an expired entry is removed; anything else is a miss (`None`).
+    fn lookup(
+        &self,
+        py: Python<'_>,
+        probe: KeyView<'_>,
+        count: bool,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        Ok(match self.lookup_full(py, probe, count)? {
+            Found::Hit(value) => Some(value),
+            Found::Miss(_) => None,
+        })
+    }
+
+    /// [`CachedFunction::lookup`], also telling when a miss was decided in one borrow (then
+    /// the store's version at that moment lets the insert skip its duplicate scan).
+    fn lookup_full(&self, py: Python<'_>, probe: KeyView<'_>, count: bool) -> PyResult<Found> {
+        // Declared before the borrow so that it is dropped after it (INV-M2).
+        let mut pending: Vec<(SlotRef, StoredKey)> = Vec::new();
+        let mut expired = None;
+        let decided_at = {
+            let store = self.store.read(py)?;
+            let now_ns = clock(&store);
+            for (at, stored) in store.candidates(probe.hash()) {
+                match key::quick_eq(stored, probe) {
+                    Quick::Equal => {
+                        match store.hit(at, now_ns) {
+                            Hit::Fresh(value) => {
+                                let value = value.clone_ref(py);
+                                if count {
+                                    count_hit(&store);
+                                }
+                                return Ok(Found::Hit(value));
+                            }
+                            Hit::Expired => expired = Some(at),
+                            Hit::Gone => {}
+                        }
+                        break;
+                    }
+                    Quick::NotEqual => {}
+                    Quick::Unknown => pending.push((at, stored.clone_ref(py))),
+                }
+            }
+            (pending.is_empty() && expired.is_none()).then(|| MissAt {
+                version: store.version(),
+            })
+        };
+        if let Some(miss) = decided_at {
+            return Ok(Found::Miss(Some(miss)));
+        }
+        if let Some(at) = expired {
+            self.remove_if_expired(py, at)?;
+            return Ok(Found::Miss(None));
+        }
+        for (at, stored) in &pending {
+            // Runs Python code: the store is not borrowed here.
+            if !key::slow_eq(py, stored, probe)? {
+                continue;
+            }
+            let store = self.store.read(py)?;
+            let now_ns = clock(&store);
+            return match store.hit(*at, now_ns) {
+                Hit::Fresh(value) => {
+                    let value = value.clone_ref(py);
+                    if count {
+                        count_hit(&store);
+                    }
+                    Ok(Found::Hit(value))
+                }
+                Hit::Expired => {
+                    drop(store);
+                    self.remove_if_expired(py, *at)?;
+                    Ok(Found::Miss(None))
+                }
+                // Removed, evicted or cleared while `__eq__` ran: a miss.
+                Hit::Gone => Ok(Found::Miss(None)),
+            };
+        }
+        Ok(Found::Miss(None))
+    }
+
+    /// Removes the entry at `at` if it is still there and still expired.
+    fn remove_if_expired(&self, py: Python<'_>, at: SlotRef) -> PyResult<()> {
+        let removed = {
+            let mut store = self.store.write(py)?;
+            let now_ns = clock(&store);
+            match store.is_fresh_at(at, now_ns) {
+                Some(false) => store.remove(at),
+                _ => None,
+            }
+        };
+        // Dropped after the borrow: a key's or value's `__del__` may call this cache.
+        drop(removed);
+        Ok(())
+    }
+
+    /// Stores `value` under the key `probe` describes (`make_key` builds the stored form).
+    /// A present equal key is updated in place; comparisons that need Python code run with
+    /// the store released, and the scan is redone if the store changed meanwhile.
+    ///
+    /// `miss` is where a lookup decided the key was absent: if the store has not changed
+    /// structurally since (same version), the key is still absent and the scan is skipped.
+    fn store_value(
+        &self,
+        py: Python<'_>,
+        probe: KeyView<'_>,
+        make_key: impl FnOnce() -> PyResult<StoredKey>,
+        value: Py<PyAny>,
+        miss: Option<MissAt>,
+    ) -> PyResult<()> {
+        if self.ttl_ns == Some(0) {
+            return Ok(());
+        }
+        let stored = make_key()?;
+        if let Some(miss) = miss {
+            let mut store = self.store.write(py)?;
+            if store.version() == miss.version {
+                let now_ns = clock(&store);
+                let displaced = store.insert_new(probe.hash(), stored, value, now_ns);
+                drop(store);
+                drop(displaced);
+                return Ok(());
+            }
+        }
+        for attempt in 1..=INSERT_ATTEMPTS {
+            let mut pending: Vec<(SlotRef, StoredKey)> = Vec::new();
+            let version = {
+                let mut store = self.store.write(py)?;
+                let mut equal = None;
+                for (at, candidate) in store.candidates(probe.hash()) {
+                    match key::quick_eq(candidate, probe) {
+                        Quick::Equal => {
+                            equal = Some(at);
+                            break;
+                        }
+                        Quick::NotEqual => {}
+                        Quick::Unknown => pending.push((at, candidate.clone_ref(py))),
+                    }
+                }
+                if equal.is_some() || pending.is_empty() || attempt == INSERT_ATTEMPTS {
+                    let now_ns = clock(&store);
+                    let displaced = place(&mut store, equal, probe.hash(), stored, value, now_ns);
+                    drop(store);
+                    drop(displaced);
+                    return Ok(());
+                }
+                store.version()
+            };
+            let mut equal = None;
+            for (at, candidate) in &pending {
+                if key::slow_eq(py, candidate, probe)? {
+                    equal = Some(*at);
+                    break;
+                }
+            }
+            let mut store = self.store.write(py)?;
+            if store.version() != version {
+                continue;
+            }
+            let now_ns = clock(&store);
+            let displaced = place(&mut store, equal, probe.hash(), stored, value, now_ns);
+            drop(store);
+            drop(displaced);
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    fn call_func(&self, py: Python<'_>, invocation: &Invocation<'_, '_>) -> PyResult<Py<PyAny>> {
+        let result = match *invocation {
+            Invocation::Vector {
+                args,
+                nargsf,
+                kwnames,
+            } => {
+                // SAFETY: the arguments are exactly those CPython passed to our vectorcall
+                // entry, still alive for the duration of that call.
+                unsafe { ffi::PyObject_Vectorcall(self.func.as_ptr(), args, nargsf, kwnames) }
+            }
+            // SAFETY: live tuple and dict (or null) borrowed from the caller.
+            Invocation::Tuple { args, kwargs } => unsafe {
+                ffi::PyObject_Call(
+                    self.func.as_ptr(),
+                    args.as_ptr(),
+                    kwargs.map_or(ptr::null_mut(), |kwargs| kwargs.as_ptr()),
+                )
+            },
+        };
+        // SAFETY: a new reference, or NULL with an exception set.
+        unsafe { Py::from_owned_ptr_or_err(py, result) }
+    }
+
+    /// The call's arguments as `(args, kwargs)` for the async miss helper.
+    fn pack<'py>(
+        py: Python<'py>,
+        invocation: &Invocation<'_, 'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        match *invocation {
+            Invocation::Tuple { args, kwargs } => Ok((
+                args.clone().into_any(),
+                match kwargs {
+                    Some(kwargs) => kwargs.copy()?,
+                    None => PyDict::new(py),
+                },
+            )),
+            Invocation::Vector {
+                args,
+                nargsf,
+                kwnames,
+            } => {
+                // SAFETY: the vectorcall arguments are live for this call; see `vectorcall_fast`.
+                unsafe {
+                    let nargs = ffi::PyVectorcall_NARGS(nargsf) as usize;
+                    let names = if kwnames.is_null() {
+                        &[][..]
+                    } else {
+                        key::tuple_items(kwnames)
+                    };
+                    let all = if nargs + names.len() == 0 {
+                        &[][..]
+                    } else {
+                        slice::from_raw_parts(args, nargs + names.len())
+                    };
+                    let positional = PyTuple::new(
+                        py,
+                        all[..nargs]
+                            .iter()
+                            .map(|&item| Borrowed::from_ptr(py, item)),
+                    )?;
+                    let kwargs = PyDict::new(py);
+                    for (&name, &value) in names.iter().zip(&all[nargs..]) {
+                        kwargs.set_item(
+                            Borrowed::from_ptr(py, name),
+                            Borrowed::from_ptr(py, value),
+                        )?;
+                    }
+                    Ok((positional.into_any(), kwargs))
+                }
+            }
+        }
+    }
+
+    /// One call: lookup, then (on a miss) compute and store, or start the async miss.
+    /// `known_miss`: the quick path already decided this call is a miss.
+    fn call(
+        &self,
+        py: Python<'_>,
+        slf: *mut ffi::PyObject,
+        key: CallKey<'_>,
+        invocation: Invocation<'_, '_>,
+        known_miss: Option<MissAt>,
+    ) -> PyResult<Py<PyAny>> {
+        let view = key.view();
+        let miss = match known_miss {
+            Some(miss) => Some(miss),
+            None => match self.lookup_full(py, view, true)? {
+                Found::Hit(value) => return self.hit_result(py, value),
+                Found::Miss(miss) => miss,
+            },
+        };
+        count_miss(&*self.store.read(py)?);
+        match &self.async_state {
+            None => {
+                let value = self.call_func(py, &invocation)?;
+                self.store_value(py, view, || key.to_stored(py), value.clone_ref(py), miss)?;
+                Ok(value)
+            }
+            Some(state) => {
+                let handle = Py::new(py, KeyHandle::new(key.to_stored(py)?, key.hash))?;
+                let (args, kwargs) = Self::pack(py, &invocation)?;
+                // SAFETY: `slf` is the live object this call was made on.
+                let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+                Ok(state
+                    .helper
+                    .bind(py)
+                    .call1((
+                        slf,
+                        self.func.bind(py),
+                        state.inflight.bind(py),
+                        handle,
+                        args,
+                        kwargs,
+                    ))?
+                    .unbind())
+            }
+        }
+    }
+
+    /// What a hit returns: the value, or for an async function an already-completed
+    /// awaitable of it.
+    #[inline(always)]
+    fn hit_result(&self, py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        match self.async_state {
+            None => Ok(value),
+            Some(_) => Ok(Py::new(py, Ready::new(value))?.into_any()),
+        }
+    }
+
+    /// The instance `__dict__` slot (pyo3 does not traverse it; we must, or cycles through
+    /// `__wrapped__` and friends would never be collected).
+    ///
+    /// # Safety
+    /// `self` is the contents of a live `CachedFunction` object.
+    unsafe fn instance_dict_slot(&self) -> Option<&Option<Py<PyAny>>> {
+        let contents_offset = *CONTENTS_OFFSET.get()?;
+        // SAFETY: `self` lives `contents_offset` bytes into its Python object (measured at
+        // module init for this type); the type object is live while the instance is, and
+        // `tp_dictoffset` is the offset pyo3 registered for the dict slot, which holds a
+        // nullable owned pointer (the layout of `Option<Py<PyAny>>`).
+        unsafe {
+            let object = ptr::from_ref(self)
+                .cast::<u8>()
+                .sub(contents_offset)
+                .cast_mut()
+                .cast::<ffi::PyObject>();
+            let dict_offset = (*ffi::Py_TYPE(object)).tp_dictoffset;
+            if dict_offset <= 0 {
+                return None;
+            }
+            let slot = object
+                .cast::<u8>()
+                .offset(dict_offset)
+                .cast::<Option<Py<PyAny>>>();
+            Some(&*slot)
+        }
+    }
+}
+
+#[pymethods]
+impl CachedFunction {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__(
+        slf: &Bound<'_, Self>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        guard(|| {
+            let py = slf.py();
+            // Strong references: the dict's contents must outlive the key even if Python code
+            // (a `__hash__`) touched the dict.
+            let (names, values): (Vec<Bound<'_, PyAny>>, Vec<Bound<'_, PyAny>>) = match kwargs {
+                Some(kwargs) if !kwargs.is_empty() => kwargs.iter().unzip(),
+                _ => (Vec::new(), Vec::new()),
+            };
+            let name_ptrs: Vec<*mut ffi::PyObject> = names.iter().map(Bound::as_ptr).collect();
+            let value_ptrs: Vec<*mut ffi::PyObject> = values.iter().map(Bound::as_ptr).collect();
+            for name in &names {
+                if !name.is_instance_of::<pyo3::types::PyString>() {
+                    return Err(PyTypeError::new_err("keywords must be strings"));
+                }
+            }
+            // Reused as the stored key only if it is an exact tuple.
+            let args_tuple = if args.is_exact_instance_of::<PyTuple>() {
+                args.as_ptr()
+            } else {
+                ptr::null_mut()
+            };
+            // SAFETY: `args` is a tuple (a subclass has the same item layout), alive for this
+            // call; names and values are held by the vectors above.
+            let key = unsafe {
+                let positional = key::tuple_items(args.as_ptr());
+                CallKey::build(py, positional, args_tuple, &name_ptrs, &value_ptrs)?
+            };
+            slf.get().call(
+                py,
+                slf.as_ptr(),
+                key,
+                Invocation::Tuple {
+                    args,
+                    kwargs: kwargs.filter(|kwargs| !kwargs.is_empty()),
+                },
+                None,
+            )
+        })
+    }
+
+    /// Binds to an instance like a function (and `functools.lru_cache`) does.
+    fn __get__(
+        slf: &Bound<'_, Self>,
+        instance: Option<&Bound<'_, PyAny>>,
+        owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = owner;
+        guard(|| match instance {
+            Some(instance) if !instance.is_none() => {
+                // SAFETY: both objects are live; PyMethod_New returns a new reference or NULL
+                // with an exception set.
+                unsafe {
+                    Py::from_owned_ptr_or_err(
+                        slf.py(),
+                        PyMethod_New(slf.as_ptr(), instance.as_ptr()),
+                    )
+                }
+            }
+            _ => Ok(slf.clone().into_any().unbind()),
+        })
+    }
+
+    /// `CacheInfo(hits=, misses=, max_size=, current_size=)`.
+    fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
+        guard(|| {
+            let store = self.store.read(py)?;
+            let stats = store.counters().snapshot();
+            Ok(CacheInfo::new(
+                stats.hits,
+                stats.misses,
+                u64::from(store.max_size()),
+                store.len() as u64,
+                None,
+            ))
+        })
+    }
+
+    /// Removes every entry and resets the counters. When this returns, no entry stored
+    /// before it can be served, even to a lookup that was comparing keys meanwhile.
+    fn cache_clear(&self, py: Python<'_>) -> PyResult<()> {
+        guard(|| {
+            let drained = {
+                let mut store = self.store.write(py)?;
+                store.counters().reset();
+                store.clear()
+            };
+            drop(drained);
+            Ok(())
+        })
+    }
+
+    /// Pickles by reference, like `functools.lru_cache`: the qualified name.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        guard(|| slf.getattr("__qualname__"))
+    }
+
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+        slf
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        guard(|| {
+            let name = match slf.getattr("__qualname__") {
+                Ok(name) => name.str()?.to_string(),
+                Err(_) => slf.get().func.bind(slf.py()).repr()?.to_string(),
+            };
+            Ok(format!("<warp_cache cached function {name}>"))
+        })
+    }
+
+    /// The wrapped function, as given to the decorator.
+    #[getter]
+    fn _func(&self, py: Python<'_>) -> Py<PyAny> {
+        self.func.clone_ref(py)
+    }
+
+    /// Whether calls return awaitables (the wrapped function is a coroutine function).
+    #[getter]
+    fn _is_async(&self) -> bool {
+        self.async_state.is_some()
+    }
+
+    /// Async misses: looks a handle's key up without counting. `(True, value)` or
+    /// `(False, None)`.
+    fn _lookup_handle(
+        &self,
+        py: Python<'_>,
+        handle: &Bound<'_, KeyHandle>,
+    ) -> PyResult<(bool, Py<PyAny>)> {
+        guard(|| {
+            let handle = handle.get();
+            Ok(match self.lookup(py, handle.view(), false)? {
+                Some(value) => (true, value),
+                None => (false, py.None()),
+            })
+        })
+    }
+
+    /// Async misses: stores the computed value under a handle's key.
+    fn _store_handle(
+        &self,
+        py: Python<'_>,
+        handle: &Bound<'_, KeyHandle>,
+        value: Py<PyAny>,
+    ) -> PyResult<()> {
+        guard(|| {
+            let handle = handle.get();
+            self.store_value(
+                py,
+                handle.view(),
+                || Ok(handle.key().clone_ref(py)),
+                value,
+                None,
+            )
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.func)?;
+        if let Some(state) = &self.async_state {
+            visit.call(&state.helper)?;
+            visit.call(&state.inflight)?;
+        }
+        // SAFETY: we are in `__traverse__` (GIL held / world stopped).
+        if let Some(store) = unsafe { self.store.gc_view() } {
+            for (stored, value) in store.iter() {
+                visit.call(stored.object())?;
+                visit.call(value)?;
+            }
+        }
+        // SAFETY: `self` is the contents of a live object (the collector is traversing it).
+        if let Some(dict) = unsafe { self.instance_dict_slot() } {
+            visit.call(dict)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // A panic here could only be a bug; the collector gets on either way.
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            self.clear_for_gc();
+        }));
+    }
+}
+
+impl CachedFunction {
+    fn clear_for_gc(&self) {
+        Python::attach(|py| {
+            let drained = match self.store.write(py) {
+                Ok(mut store) => store.clear(),
+                Err(_) => Vec::new(),
+            };
+            drop(drained);
+            if let Some(state) = &self.async_state {
+                state.inflight.bind(py).clear();
+            }
+        });
+    }
+}
+
+/// The vectorcall entry of every `CachedFunction` (installed by [`install_vectorcall`]).
+///
+/// Hits decided without Python code are served here without pyo3's trampoline (no `Py` is
+/// dropped on that path, so pyo3's attach bookkeeping is not needed); everything else goes
+/// through that bookkeeping ([`attached`]) to the full path, which is told when the quick
+/// path already saw a definitive miss. No panic escapes (INV-M4).
+///
+/// # Safety
+/// Called by CPython per the vectorcall protocol: `callable` is a live `CachedFunction`,
+/// `args` holds `PyVectorcall_NARGS(nargsf)` positional arguments followed by one value per
+/// name in `kwnames` (null or a tuple of str), all alive for the call; the thread is attached.
+unsafe extern "C" fn vectorcall_entry(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: function contract, passed on.
+    let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
+        vectorcall_fast(callable, args, nargsf, kwnames)
+    }));
+    outcome.unwrap_or_else(|payload| {
+        // Raw C API: this must work even where pyo3 refuses to attach (finalization).
+        let message = panic_message(&*payload);
+        let message = std::ffi::CString::new(message)
+            .unwrap_or_else(|_| c"internal error in warp_cache (please report it)".to_owned());
+        // SAFETY: the thread is attached (function contract); the message is a valid C string.
+        unsafe { ffi::PyErr_SetString(ffi::PyExc_RuntimeError, message.as_ptr()) };
+        ptr::null_mut()
+    })
+}
+
+fn into_result_ptr(py: Python<'_>, result: PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
+    match result {
+        Ok(value) => value.into_ptr(),
+        Err(err) => {
+            err.restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// # Safety
+/// As [`vectorcall_entry`].
+#[inline(always)]
+unsafe fn vectorcall_fast(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: the thread is attached (vectorcall protocol); this is only a token.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: `callable` is a live CachedFunction (only its type has this entry).
+    let slf = unsafe { Borrowed::from_ptr(py, callable).cast_unchecked::<CachedFunction>() };
+    let this = slf.get();
+    // SAFETY: vectorcall protocol (function contract).
+    let (positional, kw_names, kw_values) = unsafe { split_vector_args(args, nargsf, kwnames) };
+    // SAFETY: live arguments; on error the indicator is set and NULL is the answer.
+    let Ok(key) = (unsafe { CallKey::from_parts(py, positional, kw_names, kw_values) }) else {
+        return ptr::null_mut();
+    };
+    let known_miss = match this.quick_lookup(py, key.view()) {
+        QuickLookup::Hit(value) if this.async_state.is_none() => return value.into_ptr(),
+        QuickLookup::Hit(value) => {
+            return match Py::new(py, Ready::new(value)) {
+                Ok(ready) => ready.into_ptr(),
+                Err(err) => {
+                    err.restore(py);
+                    ptr::null_mut()
+                }
+            }
+        }
+        QuickLookup::Miss(miss) => Some(miss),
+        QuickLookup::Undecided => None,
+    };
+    // SAFETY: the thread is attached (vectorcall protocol).
+    unsafe {
+        attached(|py| {
+            let result = guard(|| {
+                this.call(
+                    py,
+                    callable,
+                    key,
+                    Invocation::Vector {
+                        args,
+                        nargsf,
+                        kwnames,
+                    },
+                    known_miss,
+                )
+            });
+            into_result_ptr(py, result)
+        })
+    }
+}
+
+/// Runs `body` under pyo3's bookkeeping for a thread that is already attached, exactly as
+/// pyo3's own slot trampolines do (so `Py` drops inside release at once), without
+/// `Python::attach`'s `PyGILState_Ensure` round trip. The trampoline only forwards its first
+/// argument to the callback, so it carries a pointer to the closure.
+///
+/// # Safety
+/// The calling thread is attached to the interpreter.
+unsafe fn attached<F>(body: F) -> *mut ffi::PyObject
+where
+    F: FnOnce(Python<'_>) -> *mut ffi::PyObject,
+{
+    /// # Safety
+    /// `context` is the `Option<F>` passed by `attached`, alive for the call.
+    unsafe fn run<F>(py: Python<'_>, context: *mut ffi::PyObject) -> PyResult<*mut ffi::PyObject>
+    where
+        F: FnOnce(Python<'_>) -> *mut ffi::PyObject,
+    {
+        // SAFETY: function contract: `context` points at `attached`'s live `Option<F>`.
+        let body = unsafe { &mut *context.cast::<Option<F>>() };
+        Ok(match body.take() {
+            Some(body) => body(py),
+            None => ptr::null_mut(),
+        })
+    }
+    let mut body = Some(body);
+    // SAFETY: the thread is attached (function contract); the trampoline passes the pointer
+    // through untouched to `run::<F>`, which reads it while `body` is alive on this frame.
+    unsafe {
+        pyo3::impl_::trampoline::noargs(
+            ptr::from_mut(&mut body).cast::<ffi::PyObject>(),
+            ptr::null_mut(),
+            run::<F>,
+        )
+    }
+}
+
+/// Positional arguments, keyword names and keyword values of a vectorcall.
+///
+/// # Safety
+/// Vectorcall protocol: `args` has `PyVectorcall_NARGS(nargsf)` positional arguments then
+/// one value per name in `kwnames` (null or a tuple of str), all alive for `'a`.
+#[inline(always)]
+unsafe fn split_vector_args<'a>(
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> (
+    &'a [*mut ffi::PyObject],
+    &'a [*mut ffi::PyObject],
+    &'a [*mut ffi::PyObject],
+) {
+    // SAFETY: function contract.
+    unsafe {
+        let nargs = ffi::PyVectorcall_NARGS(nargsf) as usize;
+        let kw_names = if kwnames.is_null() {
+            &[][..]
+        } else {
+            key::tuple_items(kwnames)
+        };
+        let all = if nargs + kw_names.len() == 0 {
+            &[][..]
+        } else {
+            slice::from_raw_parts(args, nargs + kw_names.len())
+        };
+        let (positional, kw_values) = all.split_at(nargs);
+        (positional, kw_names, kw_values)
+    }
+}
+
+/// Gives `CachedFunction` a vectorcall slot: pyo3 0.27 has no `#[pyclass]` option for it,
+/// so after the type is created its `tp_vectorcall_offset` is pointed at the `vectorcall`
+/// field and `Py_TPFLAGS_HAVE_VECTORCALL` is set. Returns whether it was installed
+/// (`WARP_CACHE_NO_VECTORCALL=1` keeps plain `tp_call`, for measurements).
+pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
+    let probe = Py::new(
+        py,
+        CachedFunction::new(py.None(), MemStore::new(1, None).map_err(to_py)?, None),
+    )?;
+    let object_address = probe.as_ptr() as usize;
+    let contents_address = ptr::from_ref(probe.get()) as usize;
+    let contents_offset = contents_address
+        .checked_sub(object_address)
+        .ok_or_else(|| PyValueError::new_err("unexpected pyclass layout"))?;
+    let _ = CONTENTS_OFFSET.set(contents_offset);
+    let disabled = std::env::var("WARP_CACHE_NO_VECTORCALL")
+        .map(|v| !v.is_empty() && v != "0")
+        .unwrap_or(false);
+    if disabled {
+        return Ok(false);
+    }
+    let vectorcall_offset = contents_offset + offset_of!(CachedFunction, vectorcall);
+    let type_object = CachedFunction::type_object(py);
+    let tp = type_object.as_type_ptr();
+    // SAFETY: `tp` is our live heap type, created by pyo3 and not yet used to call anything;
+    // every instance stores `vectorcall_entry` at `vectorcall_offset` (set in `new`); the type
+    // keeps `tp_call` for non-vectorcall callers. PyType_Modified drops cached lookups.
+    unsafe {
+        (*tp).tp_vectorcall_offset = vectorcall_offset as ffi::Py_ssize_t;
+        #[cfg(not(Py_GIL_DISABLED))]
+        {
+            (*tp).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL;
+        }
+        #[cfg(Py_GIL_DISABLED)]
+        {
+            (*tp).tp_flags.fetch_or(
+                ffi::Py_TPFLAGS_HAVE_VECTORCALL,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }
+        ffi::PyType_Modified(tp);
+    }
+    Ok(true)
+}
+
+/// `max_size` for the memory backend: a positive int up to [`MAX_SIZE_LIMIT`].
+fn memory_max_size(max_size: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if max_size.is_instance_of::<PyBool>() || !max_size.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "max_size must be a positive int, got {}",
+            max_size.repr()?
+        )));
+    }
+    match max_size.extract::<i128>() {
+        Ok(n) if n < 1 => Err(to_py(Error::invalid_argument(format!(
+            "max_size must be a positive int, got {n}"
+        )))),
+        Ok(n) if n <= i128::from(MAX_SIZE_LIMIT) => Ok(n as u32),
+        _ => Err(to_py(Error::invalid_argument(format!(
+            "max_size must be at most {MAX_SIZE_LIMIT} for the memory backend, got {}",
+            max_size.repr()?
+        )))),
+    }
+}
+
+/// `ttl` in seconds (`None`, or finite and >= 0) to nanoseconds; a positive ttl is at least
+/// 1 ns so that only `ttl=0` means "store nothing".
+fn ttl_ns_of(ttl: Option<f64>) -> PyResult<Option<u64>> {
+    match ttl {
+        None => Ok(None),
+        Some(seconds) if !seconds.is_finite() || seconds < 0.0 => {
+            Err(to_py(Error::invalid_argument(format!(
+                "ttl must be a finite number of seconds >= 0 or None, got {seconds}"
+            ))))
+        }
+        Some(0.0) => Ok(Some(0)),
+        Some(seconds) => Ok(Some(ttl_seconds_to_ns(seconds).max(1))),
+    }
+}
+
+/// Creates the memory-backend wrapper of `func` (the Python layer has validated the
+/// arguments; they are checked again here).
+#[pyfunction]
+#[pyo3(name = "_make_memory", signature = (func, max_size, ttl, async_helper = None))]
+pub fn make_memory(
+    py: Python<'_>,
+    func: Py<PyAny>,
+    max_size: &Bound<'_, PyAny>,
+    ttl: Option<f64>,
+    async_helper: Option<Py<PyAny>>,
+) -> PyResult<Py<CachedFunction>> {
+    guard(|| {
+        if !func.bind(py).is_callable() {
+            return Err(PyTypeError::new_err("cache() needs a callable"));
+        }
+        let store = MemStore::new(memory_max_size(max_size)?, ttl_ns_of(ttl)?).map_err(to_py)?;
+        let async_state = async_helper.map(|helper| AsyncState {
+            helper,
+            inflight: PyDict::new(py).unbind(),
+        });
+        Py::new(py, CachedFunction::new(func, store, async_state))
+    })
+}

@@ -1,0 +1,136 @@
+//! `CacheInfo`: the one statistics type of both backends.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+/// Statistics of one cached function: `CacheInfo(hits=1, misses=1, max_size=100,
+/// current_size=1)`. `oversize_skips` is set by the shared backend only (then it is part of
+/// the repr, the fields and iteration); it is `None` for the memory backend.
+#[pyclass(frozen, eq, hash, module = "warp_cache", name = "CacheInfo")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheInfo {
+    #[pyo3(get)]
+    pub hits: u64,
+    #[pyo3(get)]
+    pub misses: u64,
+    #[pyo3(get)]
+    pub max_size: u64,
+    #[pyo3(get)]
+    pub current_size: u64,
+    #[pyo3(get)]
+    pub oversize_skips: Option<u64>,
+}
+
+impl CacheInfo {
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self.oversize_skips {
+            None => PyTuple::new(
+                py,
+                [self.hits, self.misses, self.max_size, self.current_size],
+            ),
+            Some(skips) => PyTuple::new(
+                py,
+                [
+                    self.hits,
+                    self.misses,
+                    self.max_size,
+                    self.current_size,
+                    skips,
+                ],
+            ),
+        }
+    }
+
+    fn field_names(&self) -> &'static [&'static str] {
+        const MEMORY: &[&str] = &["hits", "misses", "max_size", "current_size"];
+        const SHARED: &[&str] = &[
+            "hits",
+            "misses",
+            "max_size",
+            "current_size",
+            "oversize_skips",
+        ];
+        if self.oversize_skips.is_some() {
+            SHARED
+        } else {
+            MEMORY
+        }
+    }
+}
+
+#[pymethods]
+impl CacheInfo {
+    #[new]
+    #[pyo3(signature = (hits, misses, max_size, current_size, oversize_skips = None))]
+    pub fn new(
+        hits: u64,
+        misses: u64,
+        max_size: u64,
+        current_size: u64,
+        oversize_skips: Option<u64>,
+    ) -> Self {
+        CacheInfo {
+            hits,
+            misses,
+            max_size,
+            current_size,
+            oversize_skips,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let mut out = format!(
+            "CacheInfo(hits={}, misses={}, max_size={}, current_size={}",
+            self.hits, self.misses, self.max_size, self.current_size
+        );
+        if let Some(skips) = self.oversize_skips {
+            out.push_str(&format!(", oversize_skips={skips}"));
+        }
+        out.push(')');
+        out
+    }
+
+    fn __len__(&self) -> usize {
+        self.field_names().len()
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.values(py)?.into_any().try_iter()?.into_any())
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+        self.values(py)?.into_any().get_item(index)
+    }
+
+    /// The fields present, in order (like a named tuple's `_fields`).
+    #[getter]
+    fn _fields(&self) -> Vec<&'static str> {
+        self.field_names().to_vec()
+    }
+
+    /// A dict of the fields present.
+    fn _asdict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for (name, value) in self.field_names().iter().zip(self.values(py)?.iter()) {
+            dict.set_item(name, value)?;
+        }
+        Ok(dict)
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let this = slf.get();
+        let args = PyTuple::new(
+            slf.py(),
+            [
+                this.hits.into_pyobject(slf.py())?.into_any(),
+                this.misses.into_pyobject(slf.py())?.into_any(),
+                this.max_size.into_pyobject(slf.py())?.into_any(),
+                this.current_size.into_pyobject(slf.py())?.into_any(),
+                this.oversize_skips.into_pyobject(slf.py())?.into_any(),
+            ],
+        )?;
+        Ok((slf.get_type().into_any(), args))
+    }
+}

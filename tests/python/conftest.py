@@ -1,0 +1,30 @@
+"""Shared fixtures of the Python tests.
+
+Every test runs with ``WARP_CACHE_DIR`` pointing at its own temporary directory, so that the
+shared backend (which honours it) never touches a real user's cache and tests can run in
+parallel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def warp_cache_dir(tmp_path, monkeypatch):
+    """A per-test cache directory, exported as WARP_CACHE_DIR."""
+    directory = tmp_path / "warp_cache"
+    directory.mkdir(mode=0o700)
+    monkeypatch.setenv("WARP_CACHE_DIR", str(directory))
+    return directory
+
+
+def pytest_report_header(config):
+    import warp_cache._warp_cache as native
+
+    return (
+        f"warp_cache native module: {native.__file__}; vectorcall={native.VECTORCALL}; "
+        f"PYTHONMALLOC={os.environ.get('PYTHONMALLOC', '')}"
+    )
