@@ -295,12 +295,6 @@ def shared_rows(repeats: int, n: int) -> list[Row]:
     from warp_cache import cache
 
     rows = []
-    try:
-        probe = cache(max_size=8, backend="shared")(identity)
-        probe(1)
-    except Exception as exc:  # the backend may not exist on this platform/build
-        return [Row("shared backend", "-", {"lru_cache": 1.0}, {"lru_cache": [1.0]}, note=f"not measured: {exc!r}")]
-
     hot = list(range(100)) * (n // 100)
 
     def hits(fn):
@@ -308,7 +302,14 @@ def shared_rows(repeats: int, n: int) -> list[Row]:
             fn(k)
 
     with tempfile.TemporaryDirectory() as tmp:
+        # Never the user's real cache directory (also not for the probe).
         os.environ["WARP_CACHE_DIR"] = tmp
+        try:
+            probe = cache(max_size=8, backend="shared")(identity)
+            probe(1)
+        except Exception as exc:  # the backend may not exist on this platform/build
+            os.environ.pop("WARP_CACHE_DIR", None)
+            return [Row("shared backend", "-", {"lru_cache": 1.0}, {"lru_cache": [1.0]}, note=f"not measured: {exc!r}")]
         make = {
             "lru_cache": lambda: functools.lru_cache(maxsize=256)(identity),
             "warp_cache shared": lambda: cache(max_size=256, backend="shared")(identity),
@@ -330,7 +331,12 @@ def shared_rows(repeats: int, n: int) -> list[Row]:
             go = os.path.join(tmp, f"go-{procs}-{time.monotonic_ns()}")
             code = SHARED_WORKER.format(here=os.path.join(HERE, ".."), n=n, barrier=go)
             env = dict(os.environ, WARP_CACHE_DIR=tmp)
-            ps = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True) for _ in range(procs)]
+            # A script file, not `-c`: code without a file is never shared between processes
+            # (warp_cache/_shared.py), and the workers must share one cache.
+            script = os.path.join(tmp, "shared_worker.py")
+            with open(script, "w") as out:
+                out.write(code)
+            ps = [subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, env=env, text=True) for _ in range(procs)]
             time.sleep(0.5 + 0.2 * procs)
             open(go, "w").close()
             rates = [float(p.communicate()[0].strip()) for p in ps]

@@ -40,7 +40,10 @@ use crate::key::{self, CallKey, KeyView, Quick, StoredKey};
 
 extern "C" {
     /// `PyMethod_New` of the C API (a bound method), not declared by pyo3-ffi.
-    fn PyMethod_New(func: *mut ffi::PyObject, self_: *mut ffi::PyObject) -> *mut ffi::PyObject;
+    pub(crate) fn PyMethod_New(
+        func: *mut ffi::PyObject,
+        self_: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject;
 }
 
 /// How many times an insert re-scans after Python code changed the store under it before it
@@ -167,10 +170,78 @@ impl CachedFunction {
                 count_hit(&store);
                 QuickLookup::Hit(value)
             }
-            Lookup::Absent if !undecided => QuickLookup::Miss(MissAt {
-                version: store.version(),
-            }),
+            Lookup::Absent if !undecided => {
+                // Counted here, in the borrow the lookup already holds (before the wrapped
+                // function runs, like `functools.lru_cache`); `call` does not count it again.
+                count_miss(&store);
+                QuickLookup::Miss(MissAt {
+                    version: store.version(),
+                })
+            }
             Lookup::Absent | Lookup::Expired(_) => QuickLookup::Undecided,
+        }
+    }
+
+    /// The miss path of a synchronous call that the quick path found absent (and counted),
+    /// run like the hit path outside pyo3's bookkeeping: the wrapped function is called with
+    /// the caller's vector, and if the store has not changed structurally meanwhile (same
+    /// version, so the key is still absent) the entry goes straight in; displaced objects
+    /// are released with `Py_DECREF` after the borrow ends (INV-M2). Anything else (the
+    /// function changed the store, the store is busy) takes the full insert under pyo3's
+    /// bookkeeping. Returns the call's result (a new reference) or NULL with an exception set.
+    ///
+    /// # Safety
+    /// As [`vectorcall_entry`]; `key` was built from these arguments.
+    #[inline(always)]
+    unsafe fn miss_fast(
+        &self,
+        py: Python<'_>,
+        key: CallKey<'_>,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+        miss: MissAt,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: the arguments are exactly those CPython passed to our vectorcall entry,
+        // alive for this call (function contract).
+        let result = unsafe { ffi::PyObject_Vectorcall(self.func.as_ptr(), args, nargsf, kwnames) };
+        if result.is_null() || self.ttl_ns == Some(0) {
+            return result;
+        }
+        // SAFETY: attached thread, no borrow held (allocating a key tuple may run Python code).
+        let Ok(stored) = (unsafe { key.to_stored_raw(py) }) else {
+            // SAFETY: we own `result`; the error indicator is set by `to_stored_raw`.
+            unsafe { ffi::Py_DECREF(result) };
+            return ptr::null_mut();
+        };
+        // SAFETY: `result` is a live object; the store takes a new reference.
+        let value = unsafe { Py::<PyAny>::from_borrowed_ptr(py, result) };
+        if let Some(mut store) = self.store.try_write(py) {
+            if store.version() == miss.version {
+                let now_ns = clock(&store);
+                let displaced = store.insert_new(key.hash, stored, value, now_ns);
+                drop(store);
+                // SAFETY: attached thread, the borrow has ended.
+                unsafe { release_displaced(displaced) };
+                return result;
+            }
+        }
+        // SAFETY: the thread is attached (function contract).
+        unsafe {
+            attached(|py| {
+                let stored_value = guard(|| {
+                    self.store_value(py, key.view(), move || Ok(stored), value, None)
+                });
+                match stored_value {
+                    Ok(()) => result,
+                    Err(err) => {
+                        // SAFETY: we own `result`.
+                        ffi::Py_DECREF(result);
+                        err.restore(py);
+                        ptr::null_mut()
+                    }
+                }
+            })
         }
     }
 
@@ -428,13 +499,17 @@ impl CachedFunction {
     ) -> PyResult<Py<PyAny>> {
         let view = key.view();
         let miss = match known_miss {
+            // Counted by the quick path.
             Some(miss) => Some(miss),
-            None => match self.lookup_full(py, view, true)? {
-                Found::Hit(value) => return self.hit_result(py, value),
-                Found::Miss(miss) => miss,
-            },
+            None => {
+                let miss = match self.lookup_full(py, view, true)? {
+                    Found::Hit(value) => return self.hit_result(py, value),
+                    Found::Miss(miss) => miss,
+                };
+                count_miss(&*self.store.read(py)?);
+                miss
+            }
         };
-        count_miss(&*self.store.read(py)?);
         match &self.async_state {
             None => {
                 let value = self.call_func(py, &invocation)?;
@@ -746,7 +821,27 @@ unsafe extern "C" fn vectorcall_entry(
     })
 }
 
-fn into_result_ptr(py: Python<'_>, result: PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
+/// Releases what an insert displaced with plain `Py_DECREF`s (a `__del__` may run and call
+/// back into the cache: the store is not borrowed).
+///
+/// # Safety
+/// The thread is attached and no borrow of the store is held.
+unsafe fn release_displaced(displaced: Displaced<StoredKey, Py<PyAny>>) {
+    let (key, value) = match displaced {
+        Displaced::Nothing => return,
+        Displaced::Replaced(value) => (None, value),
+        Displaced::Evicted(key, value) | Displaced::Refused(key, value) => (Some(key), value),
+    };
+    // SAFETY: we own one reference to each; attached thread (function contract).
+    unsafe {
+        if let Some(key) = key {
+            ffi::Py_DECREF(key.into_ptr());
+        }
+        ffi::Py_DECREF(value.into_ptr());
+    }
+}
+
+pub(crate) fn into_result_ptr(py: Python<'_>, result: PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
     match result {
         Ok(value) => value.into_ptr(),
         Err(err) => {
@@ -787,6 +882,10 @@ unsafe fn vectorcall_fast(
                 }
             }
         }
+        // SAFETY: function contract; `key` was built from these arguments.
+        QuickLookup::Miss(miss) if this.async_state.is_none() => unsafe {
+            return this.miss_fast(py, key, args, nargsf, kwnames, miss);
+        },
         QuickLookup::Miss(miss) => Some(miss),
         QuickLookup::Undecided => None,
     };
@@ -818,7 +917,7 @@ unsafe fn vectorcall_fast(
 ///
 /// # Safety
 /// The calling thread is attached to the interpreter.
-unsafe fn attached<F>(body: F) -> *mut ffi::PyObject
+pub(crate) unsafe fn attached<F>(body: F) -> *mut ffi::PyObject
 where
     F: FnOnce(Python<'_>) -> *mut ffi::PyObject,
 {
@@ -853,7 +952,7 @@ where
 /// Vectorcall protocol: `args` has `PyVectorcall_NARGS(nargsf)` positional arguments then
 /// one value per name in `kwnames` (null or a tuple of str), all alive for `'a`.
 #[inline(always)]
-unsafe fn split_vector_args<'a>(
+pub(crate) unsafe fn split_vector_args<'a>(
     args: *const *mut ffi::PyObject,
     nargsf: usize,
     kwnames: *mut ffi::PyObject,
@@ -947,7 +1046,7 @@ fn memory_max_size(max_size: &Bound<'_, PyAny>) -> PyResult<u32> {
 
 /// `ttl` in seconds (`None`, or finite and >= 0) to nanoseconds; a positive ttl is at least
 /// 1 ns so that only `ttl=0` means "store nothing".
-fn ttl_ns_of(ttl: Option<f64>) -> PyResult<Option<u64>> {
+pub(crate) fn ttl_ns_of(ttl: Option<f64>) -> PyResult<Option<u64>> {
     match ttl {
         None => Ok(None),
         Some(seconds) if !seconds.is_finite() || seconds < 0.0 => {

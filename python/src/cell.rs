@@ -84,6 +84,12 @@ mod gil {
             })
         }
 
+        /// Access for the quick miss path's insert, or `None` if the store is borrowed.
+        #[inline]
+        pub fn try_write<'a>(&'a self, py: Python<'a>) -> Option<Guard<'a>> {
+            self.try_read(py)
+        }
+
         /// Access for lookups (exclusive under the GIL).
         #[inline]
         pub fn read<'a>(&'a self, py: Python<'a>) -> PyResult<Guard<'a>> {
@@ -177,6 +183,11 @@ mod free_threaded {
         #[inline]
         pub fn try_read<'a>(&'a self, _py: Python<'a>) -> Option<ReadGuard<'a, Store>> {
             Some(self.store.read())
+        }
+
+        #[inline]
+        pub fn try_write<'a>(&'a self, _py: Python<'a>) -> Option<WriteGuard<'a, Store>> {
+            Some(self.store.write())
         }
 
         #[inline]

@@ -39,19 +39,41 @@ pub fn init(py: Python<'_>) -> PyResult<()> {
 }
 
 const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-const SEED_SINGLE: u64 = 0x5851_f42d_4c95_7f2d;
 const SEED_ITEMS: [u64; 3] = [0x0, 0x1405_7b7e_f767_814f, 0x2545_f491_4f6c_dd1d];
 
-/// Spreads entropy into the low bits (bucket index) and keeps well-mixed high bits (hashbrown's
-/// control tag): Python's hash of small ints is the int itself.
+/// Folds the high bits of a multi-item key's mixed hash into the low bits (where the store's
+/// index picks the home bucket).
 #[inline(always)]
 fn finish(h: u64) -> u64 {
     h ^ (h >> 32)
 }
 
+/// Keys per hash block of [`hash_single`]: 8 buckets of hashbrown's index (a `u32` each) are
+/// half a cache line, and 8 control bytes an eighth of one.
+const BLOCK_BITS: u32 = 4;
+/// Bits of a hash that pick hashbrown's bucket (`hash & bucket_mask`); the 7 bits above are
+/// its control tag (`hash >> 57`).
+const BUCKET_BITS: u64 = (1 << 57) - 1;
+const SEED_BLOCK: u64 = 0x5851_f42d_4c95_7f2d;
+const SEED_TAG: u64 = 0x2127_599b_f432_5c37;
+
+/// The hash of a single exact `int`/`str` key. Python hashes an int to itself; this keeps
+/// blocks of 8 consecutive ints together: the block (`hash >> 3`) is mixed to pick a random
+/// spot in the table, the low 3 bits stay as they are, so 8 consecutive keys sit in 8
+/// consecutive buckets (one line of hashbrown's slot array, one of its control bytes). A
+/// million-entry cache filled and evicted in int order then touches a new random line every
+/// 8 keys instead of on every key, like `functools.lru_cache`'s dict (whose probe starts at
+/// `hash & mask`) and without its weakness: blocks land at random, so dense ranges of ints
+/// never form the long runs of full buckets that slow hashbrown's probing down, and a block
+/// of 8 in a 16-wide probe group leaves room for erasures to free their bucket for good.
+/// The tag bits come from the whole key, so neighbours in a block rarely share a tag.
 #[inline(always)]
-fn mix_single(py_hash: ffi::Py_hash_t) -> u64 {
-    finish(((py_hash as u64) ^ SEED_SINGLE).wrapping_mul(MIX))
+fn hash_single(py_hash: ffi::Py_hash_t) -> u64 {
+    let x = py_hash as u64;
+    let block = finish(((x >> BLOCK_BITS) ^ SEED_BLOCK).wrapping_mul(MIX));
+    let tag = (x ^ SEED_TAG).wrapping_mul(MIX);
+    let low = (block << BLOCK_BITS) | (x & ((1 << BLOCK_BITS) - 1));
+    (low & BUCKET_BITS) | (tag & !BUCKET_BITS)
 }
 
 /// Hashes items in order with `hash()`; may run Python code (`__hash__`). On failure the
@@ -86,6 +108,36 @@ pub unsafe fn tuple_items<'a>(tuple: *mut ffi::PyObject) -> &'a [*mut ffi::PyObj
         let first = (*tuple.cast::<ffi::PyTupleObject>()).ob_item.as_ptr();
         slice::from_raw_parts(first, len)
     }
+}
+
+/// The order of a call's keywords in its key: sorted by name, so `f(a=1, b=2)` and
+/// `f(b=2, a=1)` give one key. Both backends build their keys in this order (the shared
+/// backend encodes the same logical key as bytes: `convert::encode_key`). On failure (a name that
+/// is not a string) the Python error indicator is set.
+///
+/// # Safety
+/// Every pointer in `kw_names` is a live object; the thread is attached.
+pub unsafe fn keyword_order(kw_names: &[*mut ffi::PyObject]) -> Result<Vec<usize>, ()> {
+    // Names are distinct strings; a failed comparison is reported after the sort.
+    let mut order: Vec<usize> = (0..kw_names.len()).collect();
+    let mut compare_failed = false;
+    if order.len() > 1 {
+        order.sort_by(|&a, &b| {
+            // SAFETY: names are live objects (caller contract); comparing two strings runs
+            // no Python code; a non-string sets the error indicator.
+            let c = unsafe { ffi::PyUnicode_Compare(kw_names[a], kw_names[b]) };
+            // SAFETY: attached thread; reads the error indicator only.
+            if c == -1 && unsafe { !ffi::PyErr_Occurred().is_null() } {
+                compare_failed = true;
+                return std::cmp::Ordering::Equal;
+            }
+            c.cmp(&0)
+        });
+    }
+    if compare_failed {
+        return Err(());
+    }
+    Ok(order)
 }
 
 /// An owned reference to a tuple this module built, released with a plain `Py_DECREF`.
@@ -155,6 +207,12 @@ impl StoredKey {
 
     pub fn object(&self) -> &Py<PyAny> {
         &self.object
+    }
+
+    /// Gives up the key's reference: the caller releases it (with `Py_DECREF` on paths that
+    /// run outside pyo3's bookkeeping, where dropping a `Py` would be deferred).
+    pub fn into_ptr(self) -> *mut ffi::PyObject {
+        self.object.into_ptr()
     }
 
     fn items(&self) -> &[*mut ffi::PyObject] {
@@ -246,26 +304,8 @@ impl<'a> CallKey<'a> {
             // SAFETY: caller contract.
             return unsafe { Self::positional(args) };
         }
-        // Keywords sorted by name (names are distinct strings; a failed comparison is
-        // reported after the sort).
-        let mut order: Vec<usize> = (0..kw_values.len()).collect();
-        let mut compare_failed = false;
-        if order.len() > 1 {
-            order.sort_by(|&a, &b| {
-                // SAFETY: names are live objects (caller contract); comparing two strings
-                // runs no Python code; a non-string sets the error indicator.
-                let c = unsafe { ffi::PyUnicode_Compare(kw_names[a], kw_names[b]) };
-                // SAFETY: attached thread; reads the error indicator only.
-                if c == -1 && unsafe { !ffi::PyErr_Occurred().is_null() } {
-                    compare_failed = true;
-                    return std::cmp::Ordering::Equal;
-                }
-                c.cmp(&0)
-            });
-        }
-        if compare_failed {
-            return Err(());
-        }
+        // SAFETY: caller contract (live names, attached thread).
+        let order = unsafe { keyword_order(kw_names) }?;
         let Some(mark) = KW_MARK.get(py) else {
             // SAFETY: attached thread.
             unsafe {
@@ -321,7 +361,7 @@ impl<'a> CallKey<'a> {
                     args,
                     args_tuple: ptr::null_mut(),
                     built: None,
-                    hash: mix_single(py_hash),
+                    hash: hash_single(py_hash),
                 });
             }
         }
@@ -369,6 +409,37 @@ impl<'a> CallKey<'a> {
         Ok(StoredKey {
             kind: self.kind,
             object,
+        })
+    }
+
+    /// [`CallKey::to_stored`] without a `PyErr` (on failure, only possible when a tuple must be
+    /// allocated, the Python error indicator is set): for the miss path that runs outside
+    /// pyo3's bookkeeping.
+    ///
+    /// # Safety
+    /// The thread is attached and no store borrow is held (allocating may run the collector).
+    pub unsafe fn to_stored_raw(&self, py: Python<'_>) -> Result<StoredKey, ()> {
+        let object = match (&self.built, self.kind) {
+            (Some(built), _) => built.as_ptr(),
+            (None, KIND_SINGLE) => self.args[0],
+            (None, _) if !self.args_tuple.is_null() => self.args_tuple,
+            (None, _) => {
+                // SAFETY: the arguments are live for `'a`; caller contract (attached, no
+                // borrow). The new tuple's reference moves into the key.
+                let built = std::mem::ManuallyDrop::new(unsafe { new_tuple_raw(self.args) }?);
+                // SAFETY: an owned reference to a live tuple.
+                let object = unsafe { Py::from_owned_ptr(py, built.as_ptr()) };
+                return Ok(StoredKey {
+                    kind: self.kind,
+                    object,
+                });
+            }
+        };
+        Ok(StoredKey {
+            kind: self.kind,
+            // SAFETY: a live object (owned by `self`, or borrowed from the call for `'a`);
+            // the key takes a new reference.
+            object: unsafe { Py::from_borrowed_ptr(py, object) },
         })
     }
 }

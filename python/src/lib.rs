@@ -5,9 +5,12 @@
 mod awaitable;
 mod cached;
 mod cell;
+#[cfg(unix)]
+mod convert;
 mod errors;
 mod info;
 mod key;
+mod shared;
 
 use pyo3::prelude::*;
 
@@ -30,5 +33,16 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     awaitable::install_ready_iternext(py);
     let vectorcall = cached::install_vectorcall(py)?;
     m.add("VECTORCALL", vectorcall)?;
+    // The shared backend (`shared.rs`; on platforms without it `_make_shared` raises).
+    m.add_function(wrap_pyfunction!(shared::make_shared, m)?)?;
+    m.add_function(wrap_pyfunction!(shared::set_failpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(shared::after_fork_in_child, m)?)?;
+    m.add("FAILPOINTS", shared::FAILPOINTS)?;
+    #[cfg(unix)]
+    {
+        convert::init(py)?;
+        m.add_class::<shared::SharedCachedFunction>()?;
+        shared::install_vectorcall(py)?;
+    }
     Ok(())
 }

@@ -7,9 +7,19 @@ parallel.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
+
+# Before any test module is imported: module-level `@cache(backend="shared")` functions open
+# their files at import time, so the whole session gets a private directory too (tests then
+# override it per test). A real user's cache (/dev/shm/warp_cache-<uid>) is never touched.
+_SESSION_DIR = tempfile.mkdtemp(prefix="warp_cache_session_")
+os.environ["WARP_CACHE_DIR"] = _SESSION_DIR
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,10 @@
 //!   unchanged across it (Acquire load, relaxed copies, Acquire fence, reload);
 //! * INV-S4: a write section that starts on an odd sequence (a writer died inside one), or
 //!   corruption found under the lock, resets the table and arena before the section ends;
-//! * INV-S5: linear-probe runs stay contiguous (backward-shift deletion, no tombstones).
+//! * INV-S5: linear-probe runs stay contiguous (backward-shift deletion, no tombstones);
+//! * INV-S6: a mapping whose file was truncated under it (a foreign process broke INV-9) is
+//!   patched with private zero pages by the SIGBUS safety net (`region.rs`) and flagged; a
+//!   read from a flagged mapping is never served, and the store moves to fresh files.
 
 pub mod arena;
 pub mod layout;

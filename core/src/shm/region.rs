@@ -15,9 +15,12 @@
 //!   `/dev/shm` is an [`ErrorKind::NoSpace`] at open and not a SIGBUS later.
 //!
 //! SIGBUS: a mapping faults if *another* process truncates the file under it. This crate never
-//! truncates a file that may be mapped (INV-9) and installs no signal handler; the store
-//! re-checks the file size with `fstat` on its slow paths and moves to a fresh file when it
-//! shrank. Only a process that ignores this protocol can cause the fault.
+//! truncates a file that may be mapped (INV-9); the store re-checks the file size with `fstat`
+//! on its slow paths and moves to a fresh file when it shrank. A process that ignores this
+//! protocol (`truncate -s 0` on a live cache) is survived by the SIGBUS safety net at the
+//! bottom of this file (INV-S6): a fault inside a registered mapping maps a private zero page
+//! over the faulting page and flags the mapping; the store never serves a read from a flagged
+//! mapping and moves to fresh files. Faults anywhere else go to the previous handler.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -542,6 +545,8 @@ pub struct Mapping {
     ptr: NonNull<AtomicU64>,
     len_bytes: usize,
     file: ShmFile,
+    /// Registration with the SIGBUS safety net (`None`: the registry was full).
+    bus_slot: Option<usize>,
 }
 
 // SAFETY: the mapping is plain shared memory accessed only through `&[AtomicU64]` (atomic
@@ -594,11 +599,20 @@ impl Mapping {
         }
         let ptr = NonNull::new(ptr.cast::<AtomicU64>())
             .ok_or_else(|| Error::new(ErrorKind::Io, "mmap returned a null pointer"))?;
+        let bus_slot = bus::register(ptr.as_ptr() as usize, len);
         Ok(Mapping {
             ptr,
             len_bytes: len,
             file,
+            bus_slot,
         })
+    }
+
+    /// Whether touching this mapping ever faulted (its file was truncated under it): its
+    /// contents can no longer be trusted to be shared (INV-S6).
+    #[inline]
+    pub fn faulted(&self) -> bool {
+        bus::fault_count() != 0 && self.bus_slot.is_some_and(bus::faulted)
     }
 
     /// The mapping as words. Page-aligned, so every word is aligned.
@@ -624,10 +638,189 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if let Some(slot) = self.bus_slot {
+            bus::unregister(slot);
+        }
         // SAFETY: `ptr`/`len_bytes` describe exactly the mapping created in `map`, unmapped
         // only here; no reference from `words()` outlives `self`.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len_bytes);
+        }
+    }
+}
+
+/// Number of faults the SIGBUS safety net absorbed in this process (0 almost always: the
+/// store's hot path checks this one counter before looking at its own mappings).
+#[inline]
+pub fn bus_fault_count() -> u64 {
+    bus::fault_count()
+}
+
+/// The SIGBUS safety net (INV-S6).
+///
+/// Every [`Mapping`] registers its address range here. The first registration installs a
+/// `SIGBUS` handler (`SA_SIGINFO`, chaining to the handler it replaces). When a fault's
+/// address lies in a registered range (its file was truncated under the mapping by a process
+/// that broke INV-9), the handler maps one private, zero-filled page over the faulting page
+/// (`MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS`), flags the range and returns: the faulting
+/// access is retried and sees zeros. The store then never serves a read from a flagged
+/// mapping and replaces its files (zeros are never a valid entry, INV-7). Any other SIGBUS
+/// goes to the previous handler, or (if there was none) to the default action, exactly as
+/// without this module.
+///
+/// The handler only reads atomics and calls `mmap`/`sigaction`/`raise` (system calls; `mmap`
+/// is not on POSIX's async-signal-safe list, but is a plain system call on Linux and macOS).
+mod bus {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Once;
+
+    /// Registered ranges at most (two per shared store generation); beyond, mappings work
+    /// unprotected.
+    const SLOTS: usize = 1024;
+
+    static STARTS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static ENDS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static FAULTED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static FAULTS: AtomicU64 = AtomicU64::new(0);
+    static PAGE_BYTES: AtomicUsize = AtomicUsize::new(4096);
+    /// The handler this one replaced (`sa_sigaction` as an address, and `sa_flags`).
+    static PREVIOUS_HANDLER: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
+    static PREVIOUS_FLAGS: AtomicUsize = AtomicUsize::new(0);
+    static INSTALL: Once = Once::new();
+
+    pub fn fault_count() -> u64 {
+        FAULTS.load(Ordering::Relaxed)
+    }
+
+    pub fn faulted(slot: usize) -> bool {
+        FAULTED.get(slot).is_some_and(|f| f.load(Ordering::Acquire))
+    }
+
+    /// Registers `[start, start + len)`; `None` if the registry is full.
+    pub fn register(start: usize, len: usize) -> Option<usize> {
+        INSTALL.call_once(install);
+        let end = start.checked_add(len)?;
+        for (slot, cell) in STARTS.iter().enumerate() {
+            if cell
+                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                FAULTED[slot].store(false, Ordering::Release);
+                ENDS[slot].store(end, Ordering::Release);
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// Forgets a range (before it is unmapped).
+    pub fn unregister(slot: usize) {
+        if let (Some(end), Some(start)) = (ENDS.get(slot), STARTS.get(slot)) {
+            end.store(0, Ordering::Release);
+            start.store(0, Ordering::Release);
+        }
+    }
+
+    fn install() {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if let Ok(page) = usize::try_from(page) {
+            if page.is_power_of_two() {
+                PAGE_BYTES.store(page, Ordering::Relaxed);
+            }
+        }
+        // SAFETY: `action` and `previous` are valid sigaction structs for the call; the new
+        // handler has the SA_SIGINFO signature and lives for the whole program; the previous
+        // disposition is recorded before the handler can run for a registered range (no
+        // range is registered before this returns).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigbus as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, &action, &mut previous) == 0 {
+                PREVIOUS_FLAGS.store(previous.sa_flags as usize, Ordering::Relaxed);
+                PREVIOUS_HANDLER.store(previous.sa_sigaction, Ordering::Release);
+            }
+        }
+    }
+
+    /// # Safety
+    /// Called by the kernel as a SA_SIGINFO signal handler for SIGBUS.
+    unsafe extern "C" fn on_sigbus(
+        signal: libc::c_int,
+        info: *mut libc::siginfo_t,
+        context: *mut libc::c_void,
+    ) {
+        // SAFETY: the kernel passes a valid siginfo_t; si_code > 0 means it reports a fault
+        // at si_addr (not a signal sent by a process).
+        let fault_address = unsafe {
+            match info.as_ref() {
+                Some(info) if info.si_code > 0 => Some(info.si_addr() as usize),
+                _ => None,
+            }
+        };
+        if let Some(address) = fault_address {
+            let page = PAGE_BYTES.load(Ordering::Relaxed);
+            for slot in 0..SLOTS {
+                let start = STARTS[slot].load(Ordering::Acquire);
+                let end = ENDS[slot].load(Ordering::Acquire);
+                if start == 0 || address < start || address >= end {
+                    continue;
+                }
+                let page_start = address & !(page - 1);
+                // SAFETY: `page_start` is a page inside a live mapping we own (registered
+                // ranges are unregistered before munmap); replacing that one page with a
+                // private anonymous page is what the mapping's users are prepared for
+                // (INV-S6): its contents become zeros visible to this process only.
+                let mapped = unsafe {
+                    libc::mmap(
+                        page_start as *mut libc::c_void,
+                        page,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+                if mapped != libc::MAP_FAILED {
+                    FAULTED[slot].store(true, Ordering::Release);
+                    FAULTS.fetch_add(1, Ordering::AcqRel);
+                    return;
+                }
+                break;
+            }
+        }
+        // Not ours: what would have happened without this handler.
+        let previous = PREVIOUS_HANDLER.load(Ordering::Acquire);
+        let flags = PREVIOUS_FLAGS.load(Ordering::Relaxed) as libc::c_int;
+        if previous == libc::SIG_DFL || previous == libc::SIG_IGN {
+            // SAFETY: restores the default disposition (valid struct); returning re-executes
+            // the faulting access (or, for a sent signal, re-raising delivers it once this
+            // handler returns), which now takes the default action.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = libc::SIG_DFL;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+                if fault_address.is_none() {
+                    libc::raise(libc::SIGBUS);
+                }
+            }
+            return;
+        }
+        // SAFETY: `previous` is the handler installed before ours, with the signature its
+        // flags declare; it is called as the kernel would have called it.
+        unsafe {
+            if flags & libc::SA_SIGINFO != 0 {
+                let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    std::mem::transmute(previous);
+                handler(signal, info, context);
+            } else {
+                let handler: extern "C" fn(libc::c_int) = std::mem::transmute(previous);
+                handler(signal);
+            }
         }
     }
 }
@@ -752,6 +945,39 @@ mod tests {
             assert!(err.message.contains("owned by uid 4242"), "{}", err.message);
         }
         std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_truncated_under_its_mapping_faults_into_zeros_not_sigbus() {
+        let path = temp_dir("sigbus");
+        let dir = CacheDir::open(&path).unwrap();
+        let (file, tmp) = dir.create_temp("t", 3 * 4096).unwrap();
+        let map = Mapping::map(file, 3 * 4096).unwrap();
+        let words = map.words();
+        let last = words.len() - 1;
+        words[last].store(7, Ordering::Relaxed);
+        assert!(!map.faulted());
+        // Another process (here: us) breaks INV-9 and truncates the mapped file.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path.join(&tmp))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert!(!map.file_covers_mapping());
+        // Touching it would be a SIGBUS; the safety net turns it into zeros and a flag.
+        assert_eq!(words[last].load(Ordering::Relaxed), 0);
+        assert_eq!(words[0].load(Ordering::Relaxed), 0);
+        words[1].store(5, Ordering::Relaxed);
+        assert_eq!(
+            words[1].load(Ordering::Relaxed),
+            5,
+            "private page is writable"
+        );
+        assert!(map.faulted());
+        assert!(bus_fault_count() >= 2);
+        drop(map);
         std::fs::remove_dir_all(&path).unwrap();
     }
 

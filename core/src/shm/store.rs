@@ -176,11 +176,21 @@ impl Backing {
         }
     }
 
-    /// False if a foreign process shrank the file under the mapping.
+    /// False if a foreign process shrank the file under the mapping (now, or at some point
+    /// since: a mapping that faulted has private pages and is never trusted again, INV-S6).
     fn intact(&self) -> bool {
         match self {
-            Backing::Mapped(mapping) => mapping.file_covers_mapping(),
+            Backing::Mapped(mapping) => !mapping.faulted() && mapping.file_covers_mapping(),
             Backing::Heap(_) => true,
+        }
+    }
+
+    /// Whether the SIGBUS safety net patched this mapping (INV-S6).
+    #[inline]
+    fn faulted(&self) -> bool {
+        match self {
+            Backing::Mapped(mapping) => mapping.faulted(),
+            Backing::Heap(_) => false,
         }
     }
 }
@@ -655,6 +665,12 @@ impl ShmStore {
             .expect("generation 0 is set at construction")
     }
 
+    /// Whether a mapping of the current generation was patched by the SIGBUS safety net.
+    fn generation_faulted(&self) -> bool {
+        let generation = self.generation();
+        generation.data.faulted() || generation.lock.faulted()
+    }
+
     fn view(&self) -> Result<View<'_>> {
         View::new(&self.geometry, self.generation()).ok_or_else(|| {
             Error::new(
@@ -683,13 +699,50 @@ impl ShmStore {
         now_ns: u64,
         out: &mut Vec<u8>,
     ) -> Result<bool> {
+        self.lookup_hashed(key, hash, now_ns, out, true)
+    }
+
+    /// [`ShmStore::get_hashed`] without counting a hit or a miss (a second look at a key
+    /// whose miss was already counted, e.g. by an async miss before it starts computing).
+    pub fn peek_hashed(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        self.lookup_hashed(key, hash, now_ns, out, false)
+    }
+
+    fn lookup_hashed(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut Vec<u8>,
+        counted: bool,
+    ) -> Result<bool> {
         out.clear();
         let view = self.view()?;
+        let count = |field: usize| {
+            if counted {
+                view.count(field);
+            }
+        };
         if key.len() > self.geometry.key_bytes_max as usize || self.ttl_ns == Some(0) {
-            view.count(word!(CounterStripe, misses));
+            count(word!(CounterStripe, misses));
             return Ok(false);
         }
-        match self.read(&view, key, hash, now_ns, out) {
+        let outcome = self.read(&view, key, hash, now_ns, out);
+        if region::bus_fault_count() != 0 && self.generation_faulted() {
+            // The read may have seen private zero pages (a file truncated under us, INV-S6):
+            // never serve it; move to fresh files.
+            out.clear();
+            let _ = self.check_files(true);
+            count(word!(CounterStripe, misses));
+            return Ok(false);
+        }
+        match outcome {
             ReadOutcome::Hit { slot } => {
                 let slots = view.slots();
                 if !slots.visited(slot) {
@@ -697,18 +750,18 @@ impl ShmStore {
                     // imprecision under concurrency, never a wrong value).
                     let _ = policy::touch(&slots, slot);
                 }
-                view.count(word!(CounterStripe, hits));
+                count(word!(CounterStripe, hits));
                 Ok(true)
             }
             ReadOutcome::Expired => {
                 out.clear();
                 self.remove_if_expired(&view, key, hash, now_ns);
-                view.count(word!(CounterStripe, misses));
+                count(word!(CounterStripe, misses));
                 Ok(false)
             }
             ReadOutcome::Miss => {
                 out.clear();
-                view.count(word!(CounterStripe, misses));
+                count(word!(CounterStripe, misses));
                 Ok(false)
             }
         }
@@ -1552,6 +1605,72 @@ mod tests {
         let mut bad_lock = lock.clone();
         bad_lock[0] ^= 1;
         assert!(ShmStore::from_image(config(4), &data, &bad_lock).is_err());
+    }
+
+    #[test]
+    fn peek_does_not_count() {
+        let store = ShmStore::over_memory(config(4)).unwrap();
+        store.insert(b"k", b"v", 0).unwrap();
+        let mut out = Vec::new();
+        assert!(store
+            .peek_hashed(b"k", key_hash(b"k"), 0, &mut out)
+            .unwrap());
+        assert_eq!(out, b"v");
+        assert!(!store
+            .peek_hashed(b"x", key_hash(b"x"), 0, &mut out)
+            .unwrap());
+        assert!(out.is_empty());
+        let info = store.info().unwrap();
+        assert_eq!((info.hits, info.misses), (0, 0));
+        assert!(store.get(b"k", 0, &mut out).unwrap());
+        assert_eq!(store.info().unwrap().hits, 1);
+    }
+
+    #[test]
+    fn files_truncated_under_a_live_store_are_survived() {
+        let dir = std::env::temp_dir().join(format!(
+            "warp_store_trunc_{}_{}",
+            std::process::id(),
+            super::super::raw::clock_monotonic_ns().unwrap_or(0)
+        ));
+        for victim in ["data", "lock"] {
+            let store = ShmStore::open(ShmConfig {
+                dir: Some(dir.clone()),
+                name: format!("trunc_{victim}"),
+                ..config(64)
+            })
+            .unwrap();
+            for k in 0..40u8 {
+                store.insert(&[k], &[k; 40], 1).unwrap();
+            }
+            let paths = store.paths().unwrap();
+            let path = if victim == "data" {
+                &paths.data
+            } else {
+                &paths.lock
+            };
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            let mut out = Vec::new();
+            // Every read misses (never a value seen through zero pages), no SIGBUS.
+            for k in 0..40u8 {
+                assert!(!store.get(&[k], 1, &mut out).unwrap(), "{victim}: key {k}");
+                assert!(out.is_empty());
+            }
+            // Writers move to fresh files and the cache works again.
+            store.insert(b"new", b"value", 1).unwrap();
+            assert!(store.get(b"new", 1, &mut out).unwrap(), "{victim}");
+            assert_eq!(out, b"value");
+            store.validate().unwrap();
+            let fresh = store.paths().unwrap();
+            let len = std::fs::metadata(&fresh.data).unwrap().len();
+            assert_eq!(len, store.region_bytes(), "{victim}: replaced, full size");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

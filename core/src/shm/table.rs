@@ -110,9 +110,16 @@ impl<'a> Table<'a> {
         let mut index = self.home(want);
         for _ in 0..self.buckets.len() {
             let bucket = self.load(index);
-            let slot = bucket_slot(bucket)?;
-            if bucket_hash32(bucket) == want && slot < self.capacity && is_match(slot) {
-                return Some((index, slot));
+            // Only an EMPTY word ends the run, as in `insert`/`remove`/`reachable`: a garbage
+            // bucket with a zero slot part is skipped like an out-of-range slot (else a key
+            // inserted behind it could never be found again).
+            if bucket == EMPTY {
+                return None;
+            }
+            if let Some(slot) = bucket_slot(bucket) {
+                if bucket_hash32(bucket) == want && slot < self.capacity && is_match(slot) {
+                    return Some((index, slot));
+                }
             }
             index = (index + 1) & self.mask;
         }

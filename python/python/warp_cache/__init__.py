@@ -9,6 +9,11 @@
 Keys are built like ``functools.lru_cache`` builds them (arguments must be hashable); the
 cache holds at most ``max_size`` entries and evicts with SIEVE. ``cache_info()`` and
 ``cache_clear()`` are available on every decorated function.
+
+``backend="shared"`` keeps the cache in memory-mapped files that every process decorating
+the same function uses (arguments and results are serialized: exact ``None``/``bool``/``int``/
+``float``/``str``/``bytes`` and flat tuples of them natively, anything else with pickle). What
+makes two functions "the same" is documented in ``warp_cache._shared``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import inspect
 import math
 import numbers
 import operator
+import os
 from typing import Any, Callable, Optional, Union
 
 from . import _async
@@ -30,11 +36,22 @@ from ._warp_cache import (
     MEMORY_MAX_SIZE_LIMIT,
     CacheInfo,
     CachedFunction,
+    _after_fork_in_child,
     _make_memory,
+    _make_shared as _make_shared_native,
     _Ready,
 )
 
-__all__ = ["Backend", "CacheInfo", "CachedFunction", "cache"]
+# The shared backend's reusable buffers may be held by a thread that a forked child lacks.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+try:  # absent where the platform has no shared backend (Windows)
+    from ._warp_cache import SharedCachedFunction
+except ImportError:  # pragma: no cover - non-POSIX platforms
+    SharedCachedFunction = None  # type: ignore[assignment,misc]
+
+__all__ = ["Backend", "CacheInfo", "CachedFunction", "SharedCachedFunction", "cache"]
 
 # An already-completed awaitable is a coroutine for asyncio (create_task, gather, ...).
 collections.abc.Coroutine.register(_Ready)
@@ -77,6 +94,10 @@ def _check_ttl(ttl: Any) -> Optional[float]:
     return seconds
 
 
+# Largest max_key_size / max_value_size: the shared layout stores lengths in 32 bits.
+_BYTE_LIMIT_MAX = 2**32 - 1
+
+
 def _check_byte_limit(name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a positive int (bytes), got {value!r}")
@@ -86,6 +107,8 @@ def _check_byte_limit(name: str, value: Any) -> int:
         raise TypeError(f"{name} must be a positive int (bytes), got {value!r}") from None
     if limit < 1:
         raise ValueError(f"{name} must be a positive int (bytes), got {limit}")
+    if limit > _BYTE_LIMIT_MAX:
+        raise ValueError(f"{name} must be at most {_BYTE_LIMIT_MAX} bytes, got {limit}")
     return limit
 
 
@@ -125,9 +148,23 @@ def _make_shared(
     max_value_size: int,
     is_async: bool,
 ) -> Any:
-    """Creates the shared-backend wrapper of ``func`` (issue 3)."""
-    raise RuntimeError(
-        "shared backend not built yet: backend='shared' is not available in this build; use backend='memory'"
+    """Creates the shared-backend wrapper of ``func``: its cache is named after what identifies
+    the function across processes (``_shared.cache_name``), and its files are opened now, so
+    that size, space and permission problems are errors at decoration time."""
+    if SharedCachedFunction is None:  # no shared backend here: the native call raises
+        name = ""
+    else:
+        from . import _shared
+
+        name = _shared.cache_name(func)
+    return _make_shared_native(
+        func,
+        name,
+        max_size,
+        ttl,
+        max_key_size,
+        max_value_size,
+        _async.async_miss if is_async else None,
     )
 
 

@@ -9,7 +9,7 @@ from typing_extensions import Self
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-__all__ = ["Backend", "CacheInfo", "CachedFunction", "cache"]
+__all__ = ["Backend", "CacheInfo", "CachedFunction", "SharedCachedFunction", "cache"]
 
 MEMORY_MAX_SIZE_LIMIT: Final[int]
 
@@ -62,7 +62,22 @@ class CachedFunction(Generic[_P, _R]):
     def __copy__(self) -> Self: ...
     def __deepcopy__(self, memo: Any, /) -> Self: ...
 
+@final
+class SharedCachedFunction(Generic[_P, _R]):
+    """A function wrapped by ``@cache(backend="shared")``: its cache lives in shared memory,
+    visible to every process that decorates the same function."""
+
+    __wrapped__: Callable[_P, _R]
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+    def cache_info(self) -> CacheInfo: ...
+    def cache_clear(self) -> None: ...
+    def __copy__(self) -> Self: ...
+    def __deepcopy__(self, memo: Any, /) -> Self: ...
+
 _BackendArg = Literal["memory", "shared", 0, 1] | Backend
+_SharedArg = Literal["shared", 1, Backend.SHARED]
+_MemoryArg = Literal["memory", 0, Backend.MEMORY]
 
 @overload
 def cache(func: Callable[_P, _R], /) -> CachedFunction[_P, _R]: ...
@@ -73,7 +88,29 @@ def cache(
     *,
     max_size: int = 128,
     ttl: float | None = None,
-    backend: _BackendArg = ...,
+    backend: _MemoryArg = ...,
     max_key_size: int = 512,
     max_value_size: int = 4096,
 ) -> Callable[[Callable[_P, _R]], CachedFunction[_P, _R]]: ...
+@overload
+def cache(
+    func: None = None,
+    /,
+    *,
+    max_size: int = 128,
+    ttl: float | None = None,
+    backend: _SharedArg,
+    max_key_size: int = 512,
+    max_value_size: int = 4096,
+) -> Callable[[Callable[_P, _R]], SharedCachedFunction[_P, _R]]: ...
+@overload
+def cache(
+    func: None = None,
+    /,
+    *,
+    max_size: int = 128,
+    ttl: float | None = None,
+    backend: _BackendArg = ...,
+    max_key_size: int = 512,
+    max_value_size: int = 4096,
+) -> Callable[[Callable[_P, _R]], CachedFunction[_P, _R] | SharedCachedFunction[_P, _R]]: ...

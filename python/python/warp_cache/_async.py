@@ -1,4 +1,6 @@
-"""Async misses of the memory backend: single flight per key and event loop.
+"""Async misses of both backends: single flight per key and event loop. (The key handle is
+an opaque hashable object: a stored key for the memory backend, the encoded key bytes for the
+shared backend; flights are per process.)
 
 A call of an async cached function looks its key up in Rust; a hit returns an
 already-completed awaitable. A miss returns the coroutine below, which shares one

@@ -1,0 +1,455 @@
+//! Python objects <-> `warp_cache_core::codec` bytes, for the shared backend. Part of the
+//! "Python FFI key path" where `unsafe` is allowed (design brief, convention 2).
+//!
+//! # The fast path and pickle
+//!
+//! Only objects whose type is *exactly* one the codec represents take the fast path:
+//! `None`, `bool`, `int` that fits an i64, `float`, `str` that is valid UTF-8 (a `str` with a
+//! lone surrogate is not), `bytes`. Everything else is pickled (protocol 5): subclasses
+//! (`IntEnum`, named tuples, `str`/`int`/`float` subclasses), big ints, containers, custom
+//! objects. So a value read back has exactly the type of the value stored (a hit returns what
+//! the miss returned: INV-4), and a key's bytes never confuse two types (`1`, `1.0` and `True` are
+//! three different keys; floats compare by their exact bits).
+//!
+//! * **Values**: an exact tuple whose elements all take the fast path is a codec tuple; any
+//!   other value, including a tuple with one element that does not, is pickled *whole* (so
+//!   shared references inside it survive the round trip).
+//! * **Keys** ([`encode_key`]): always a codec tuple `(positional..., [MARK, name, value,
+//!   ...])`: the same logical key as the memory backend's (`key.rs`), keywords in
+//!   [`crate::key::keyword_order`], the codec's kwargs marker in place of the private marker
+//!   object (INV-6). Each element takes the fast path or is pickled on its own. Keys are compared by
+//!   their bytes and hashed by the core's fixed-seed hash: `hash()` and `PYTHONHASHSEED` never
+//!   matter. A pickle that is not deterministic across processes (a set, a dict built in
+//!   another order) can make two processes miss each other's entries, never hit a wrong one:
+//!   equal bytes always unpickle to equal objects.
+
+use std::os::raw::{c_char, c_int};
+use std::ptr;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyBytes;
+use warp_cache_core::codec::{self, EncodeError, ValueRef};
+
+/// The pickle protocol of the shared backend (spec: protocol 5).
+pub const PICKLE_PROTOCOL: i32 = 5;
+
+struct Pickle {
+    dumps: Py<PyAny>,
+    loads: Py<PyAny>,
+    protocol: Py<PyAny>,
+}
+
+static PICKLE: PyOnceLock<Pickle> = PyOnceLock::new();
+
+/// Imports `pickle` (module initialisation).
+pub fn init(py: Python<'_>) -> PyResult<()> {
+    pickle(py).map(|_| ())
+}
+
+fn pickle(py: Python<'_>) -> PyResult<&Pickle> {
+    PICKLE.get_or_try_init(py, || {
+        let module = py.import("pickle")?;
+        Ok(Pickle {
+            dumps: module.getattr("dumps")?.unbind(),
+            loads: module.getattr("loads")?.unbind(),
+            protocol: PICKLE_PROTOCOL.into_pyobject(py)?.into_any().unbind(),
+        })
+    })
+}
+
+fn too_long(err: EncodeError) -> PyErr {
+    PyValueError::new_err(format!("cannot serialize for the shared cache: {err}"))
+}
+
+/// Writes `object` with the codec if its type is exactly one of the fast types; `false` (and
+/// nothing written, no error set) otherwise. Runs no Python code.
+///
+/// # Safety
+/// `object` is live; the thread is attached.
+#[inline]
+unsafe fn write_fast(object: *mut ffi::PyObject, out: &mut Vec<u8>) -> bool {
+    // SAFETY: live object (caller contract); only exact builtin types are read, through their
+    // C accessors, none of which runs Python code.
+    unsafe {
+        if object == ffi::Py_None() {
+            codec::write_none(out);
+            return true;
+        }
+        if object == ffi::Py_True() || object == ffi::Py_False() {
+            codec::write_bool(out, object == ffi::Py_True());
+            return true;
+        }
+        if ffi::PyLong_CheckExact(object) != 0 {
+            let mut overflow: c_int = 0;
+            let value = ffi::PyLong_AsLongLongAndOverflow(object, &mut overflow);
+            if overflow != 0 {
+                return false; // a big int: pickled
+            }
+            if value == -1 && !ffi::PyErr_Occurred().is_null() {
+                ffi::PyErr_Clear();
+                return false;
+            }
+            codec::write_int(out, value);
+            return true;
+        }
+        if ffi::PyFloat_CheckExact(object) != 0 {
+            codec::write_float(out, ffi::PyFloat_AS_DOUBLE(object));
+            return true;
+        }
+        if ffi::PyUnicode_CheckExact(object) != 0 {
+            let mut len: ffi::Py_ssize_t = 0;
+            let data = ffi::PyUnicode_AsUTF8AndSize(object, &mut len);
+            if data.is_null() {
+                // Not encodable as UTF-8 (a lone surrogate): pickled, which keeps it exactly.
+                ffi::PyErr_Clear();
+                return false;
+            }
+            let bytes = std::slice::from_raw_parts(data.cast::<u8>(), len as usize);
+            // Valid UTF-8 by construction (CPython's own encoder produced it).
+            return codec::write_str(out, std::str::from_utf8_unchecked(bytes)).is_ok();
+        }
+        if ffi::PyBytes_CheckExact(object) != 0 {
+            let data = ffi::PyBytes_AS_STRING(object).cast::<u8>();
+            let len = ffi::Py_SIZE(object) as usize;
+            return codec::write_bytes(out, std::slice::from_raw_parts(data, len)).is_ok();
+        }
+    }
+    false
+}
+
+/// `pickle.dumps(object, 5)` appended as a codec pickle. Runs Python code (`__reduce__`...).
+fn write_pickled(py: Python<'_>, object: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    let pickle = pickle(py)?;
+    let pickled = pickle
+        .dumps
+        .bind(py)
+        .call1((object, pickle.protocol.bind(py)))?;
+    let bytes = pickled.cast::<PyBytes>().map_err(|_| {
+        PyTypeError::new_err("pickle.dumps did not return bytes (was the pickle module patched?)")
+    })?;
+    codec::write_pickle(out, bytes.as_bytes()).map_err(too_long)
+}
+
+/// Whether a cached value could be serialized (an unpicklable one is returned uncached:
+/// nothing leaks from caching itself, spec "Shared backend").
+pub enum Encoded {
+    Done,
+    Unpicklable,
+}
+
+/// Serializes a function's result into `out` (cleared first). `Err` only for a
+/// `BaseException` that is not an `Exception` (`KeyboardInterrupt` in `__reduce__`...).
+pub fn encode_value(
+    py: Python<'_>,
+    value: &Bound<'_, PyAny>,
+    out: &mut Vec<u8>,
+) -> PyResult<Encoded> {
+    out.clear();
+    let object = value.as_ptr();
+    // SAFETY: `value` is live; attached thread.
+    unsafe {
+        if write_fast(object, out) {
+            return Ok(Encoded::Done);
+        }
+        if ffi::PyTuple_CheckExact(object) != 0 {
+            let items = crate::key::tuple_items(object);
+            if codec::write_tuple_header(out, items.len()).is_ok()
+                && items.iter().all(|&item| write_fast(item, out))
+            {
+                return Ok(Encoded::Done);
+            }
+            out.clear();
+        }
+    }
+    match write_pickled(py, value, out) {
+        Ok(()) => Ok(Encoded::Done),
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyException>(py) => {
+            out.clear();
+            Ok(Encoded::Unpicklable)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// One element of a key: fast path or pickle. A pickling failure is a `TypeError` naming
+/// the argument (arguments of a shared cached function must be serializable).
+///
+/// # Safety
+/// `object` is live; the thread is attached.
+unsafe fn write_key_element(
+    py: Python<'_>,
+    object: *mut ffi::PyObject,
+    what: impl FnOnce() -> String,
+    out: &mut Vec<u8>,
+) -> PyResult<()> {
+    // SAFETY: caller contract.
+    if unsafe { write_fast(object, out) } {
+        return Ok(());
+    }
+    // SAFETY: live object (caller contract).
+    let bound = unsafe { Borrowed::from_ptr(py, object) };
+    write_pickled(py, &bound, out).map_err(|cause| {
+        let type_name = bound
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |name| name.to_string());
+        let err = PyTypeError::new_err(format!(
+            "backend='shared' needs arguments it can serialize (pickle), and {} (of type \
+             {type_name}) cannot be pickled: {cause}",
+            what()
+        ));
+        err.set_cause(py, Some(cause));
+        err
+    })
+}
+
+/// Which part of a call a key element comes from (for error messages).
+#[derive(Clone, Copy)]
+enum Part {
+    Positional(usize),
+    KeywordName,
+    KeywordValue(*mut ffi::PyObject),
+}
+
+/// Writes the key tuple, each element through `element`. The one layout of shared keys:
+/// `(positional..., [MARK, name, value, ...])`, keywords in `order`.
+///
+/// # Safety
+/// As [`encode_key`].
+unsafe fn encode_key_with<E>(
+    positional: &[*mut ffi::PyObject],
+    kw_names: &[*mut ffi::PyObject],
+    kw_values: &[*mut ffi::PyObject],
+    order: &[usize],
+    out: &mut Vec<u8>,
+    overflow: impl FnOnce(EncodeError) -> E,
+    mut element: impl FnMut(*mut ffi::PyObject, Part, &mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    out.clear();
+    let count = if kw_values.is_empty() {
+        positional.len()
+    } else {
+        positional.len() + 1 + 2 * kw_values.len()
+    };
+    codec::write_tuple_header(out, count).map_err(overflow)?;
+    for (index, &item) in positional.iter().enumerate() {
+        element(item, Part::Positional(index), out)?;
+    }
+    if !kw_values.is_empty() {
+        codec::write_kwargs_marker(out);
+        for &index in order {
+            element(kw_names[index], Part::KeywordName, out)?;
+            element(kw_values[index], Part::KeywordValue(kw_names[index]), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`encode_key`] for keys made only of fast-path elements: runs no Python code and sets no
+/// error. `false` (with `out` partly written) when an element needs pickle: use
+/// [`encode_key`] then. Both write the same bytes for the same call.
+///
+/// # Safety
+/// As [`encode_key`].
+#[inline]
+pub unsafe fn encode_key_fast(
+    positional: &[*mut ffi::PyObject],
+    kw_names: &[*mut ffi::PyObject],
+    kw_values: &[*mut ffi::PyObject],
+    order: &[usize],
+    out: &mut Vec<u8>,
+) -> bool {
+    // SAFETY: caller contract (every element is live).
+    unsafe {
+        encode_key_with(
+            positional,
+            kw_names,
+            kw_values,
+            order,
+            out,
+            |_| (),
+            |item, _, out| {
+                if write_fast(item, out) {
+                    Ok(())
+                } else {
+                    Err(())
+                }
+            },
+        )
+    }
+    .is_ok()
+}
+
+/// Encodes the key of a call into `out` (cleared first): a codec tuple of the positional
+/// arguments, then, with keywords, the kwargs marker and `name, value` pairs in `order`
+/// ([`crate::key::keyword_order`]). May run Python code (pickling arguments); an argument
+/// that cannot be pickled is a `TypeError`.
+///
+/// # Safety
+/// Every pointer in `positional`, `kw_names` and `kw_values` is live; `kw_names` and
+/// `kw_values` have the same length and `order` is a permutation of their indexes; the
+/// thread is attached.
+pub unsafe fn encode_key(
+    py: Python<'_>,
+    positional: &[*mut ffi::PyObject],
+    kw_names: &[*mut ffi::PyObject],
+    kw_values: &[*mut ffi::PyObject],
+    order: &[usize],
+    out: &mut Vec<u8>,
+) -> PyResult<()> {
+    let describe = |part: Part| match part {
+        Part::Positional(index) => format!("positional argument {index}"),
+        Part::KeywordName => "a keyword name".to_owned(),
+        Part::KeywordValue(name) => {
+            // SAFETY: names are live (caller contract).
+            let name = unsafe { Borrowed::from_ptr(py, name) };
+            let name = name
+                .str()
+                .map_or_else(|_| "?".to_owned(), |s| s.to_string());
+            format!("keyword argument '{name}'")
+        }
+    };
+    // SAFETY: caller contract.
+    unsafe {
+        encode_key_with(
+            positional,
+            kw_names,
+            kw_values,
+            order,
+            out,
+            too_long,
+            |item, part, out| write_key_element(py, item, || describe(part), out),
+        )
+    }
+}
+
+/// Why stored bytes could not be turned back into an object (the caller treats it as a miss).
+pub enum DecodeFailure {
+    /// Not a valid codec value (a foreign or damaged entry).
+    Codec,
+    /// `pickle.loads` raised (e.g. a class that no longer exists), or an allocation failed.
+    Python(PyErr),
+}
+
+/// A new reference to the scalar `value` describes, or NULL with the error indicator set.
+///
+/// # Safety
+/// The thread is attached.
+unsafe fn scalar_object(value: ValueRef<'_>) -> *mut ffi::PyObject {
+    // SAFETY: attached thread (caller contract); each constructor returns a new reference or
+    // NULL with an exception set; the singletons get the reference we return.
+    unsafe {
+        match value {
+            ValueRef::None => {
+                let none = ffi::Py_None();
+                ffi::Py_INCREF(none);
+                none
+            }
+            ValueRef::Bool(b) => {
+                let object = if b { ffi::Py_True() } else { ffi::Py_False() };
+                ffi::Py_INCREF(object);
+                object
+            }
+            ValueRef::Int(i) => ffi::PyLong_FromLongLong(i),
+            ValueRef::Float(f) => ffi::PyFloat_FromDouble(f),
+            ValueRef::Str(s) => ffi::PyUnicode_FromStringAndSize(
+                s.as_ptr().cast::<c_char>(),
+                s.len() as ffi::Py_ssize_t,
+            ),
+            ValueRef::Bytes(b) => ffi::PyBytes_FromStringAndSize(
+                b.as_ptr().cast::<c_char>(),
+                b.len() as ffi::Py_ssize_t,
+            ),
+            ValueRef::Tuple(_) | ValueRef::Pickle(_) | ValueRef::KwargsMarker => {
+                ffi::PyErr_SetString(
+                    ffi::PyExc_ValueError,
+                    c"warp_cache: unexpected element in a cached value".as_ptr(),
+                );
+                ptr::null_mut()
+            }
+        }
+    }
+}
+
+/// Decodes stored value bytes that are not a pickle without running Python code (the hit
+/// path). `Err(())` (nothing set) if the bytes are invalid or hold a pickle: use
+/// [`decode_value`]. `Ok(NULL)` with the error indicator set if an allocation failed.
+///
+/// # Safety
+/// The thread is attached.
+pub unsafe fn decode_value_raw(bytes: &[u8]) -> Result<*mut ffi::PyObject, ()> {
+    // The commonest values first, straight from their fixed layout (the codec's table).
+    match *bytes {
+        [codec::tag::INT, ref rest @ ..] if rest.len() == 8 => {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(rest);
+            // SAFETY: attached thread (caller contract).
+            return Ok(unsafe { scalar_object(ValueRef::Int(i64::from_le_bytes(le))) });
+        }
+        [codec::tag::NONE] | [codec::tag::TRUE] | [codec::tag::FALSE] => {
+            let value = match bytes[0] {
+                codec::tag::NONE => ValueRef::None,
+                tag => ValueRef::Bool(tag == codec::tag::TRUE),
+            };
+            // SAFETY: attached thread (caller contract).
+            return Ok(unsafe { scalar_object(value) });
+        }
+        _ => {}
+    }
+    let value = codec::decode_ref(bytes).map_err(|_| ())?;
+    match value {
+        ValueRef::Pickle(_) | ValueRef::KwargsMarker => Err(()),
+        ValueRef::Tuple(items) => {
+            // SAFETY: attached thread; a brand-new tuple of `len` empty places, each filled
+            // exactly once with a new reference (stolen); on failure the partly filled tuple
+            // is released (CPython handles NULL places in a dying tuple).
+            unsafe {
+                let tuple = ffi::PyTuple_New(items.len() as ffi::Py_ssize_t);
+                if tuple.is_null() {
+                    return Ok(tuple);
+                }
+                let mut filled = 0usize;
+                for item in items.iter() {
+                    if matches!(item, ValueRef::Pickle(_) | ValueRef::KwargsMarker) {
+                        break; // values with these are pickled whole: not ours to decode
+                    }
+                    let object = scalar_object(item);
+                    if object.is_null() {
+                        ffi::Py_DECREF(tuple);
+                        return Ok(ptr::null_mut());
+                    }
+                    ffi::PyTuple_SET_ITEM(tuple, filled as ffi::Py_ssize_t, object);
+                    filled += 1;
+                }
+                if filled != items.len() {
+                    // Never hand out a tuple with empty places.
+                    ffi::Py_DECREF(tuple);
+                    return Err(());
+                }
+                Ok(tuple)
+            }
+        }
+        // SAFETY: attached thread.
+        scalar => Ok(unsafe { scalar_object(scalar) }),
+    }
+}
+
+fn unpickle(py: Python<'_>, pickled: &[u8]) -> PyResult<Py<PyAny>> {
+    let pickle = pickle(py)?;
+    let data = PyBytes::new(py, pickled);
+    Ok(pickle.loads.bind(py).call1((data,))?.unbind())
+}
+
+/// Turns stored value bytes back into the object that was stored.
+pub fn decode_value(py: Python<'_>, bytes: &[u8]) -> Result<Py<PyAny>, DecodeFailure> {
+    if let Ok(ValueRef::Pickle(pickled)) = codec::decode_ref(bytes) {
+        return unpickle(py, pickled).map_err(DecodeFailure::Python);
+    }
+    // SAFETY: attached thread (we hold a `Python` token).
+    let object = unsafe { decode_value_raw(bytes) }.map_err(|()| DecodeFailure::Codec)?;
+    // SAFETY: a new reference or NULL with an exception set.
+    unsafe { Py::from_owned_ptr_or_err(py, object) }.map_err(DecodeFailure::Python)
+}

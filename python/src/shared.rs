@@ -1,0 +1,1096 @@
+//! `SharedCachedFunction`: what `@cache(backend="shared")` returns. The cache lives in two
+//! memory-mapped files managed by `warp_cache_core::shm::ShmStore`; this file only turns
+//! calls into key bytes and bytes back into objects (`convert.rs`).
+//!
+//! A hit is one Rust call without Python code: encode the key into a per-thread reusable
+//! buffer (exact `None/bool/int/float/str/bytes` arguments; anything else is pickled on the
+//! slow path), one fixed-seed hash, one lock-free seqlock read that copies the value bytes
+//! out once, one decode. It runs before pyo3's attach bookkeeping (it creates no `Py`), like
+//! the memory backend's quick path; everything else (pickling, misses, async) runs through
+//! it ([`crate::cached::attached`]).
+//!
+//! Rules of the shared backend (issue 3; tests in `tests/python/test_shared_*.py`):
+//! * a hit returns exactly the type the miss returned (`convert.rs`, INV-4);
+//! * a result that cannot be pickled, or whose key or value is larger than `max_key_size` /
+//!   `max_value_size`, is returned and not cached (oversize ones are counted in
+//!   `cache_info().oversize_skips`); failures of the cache itself never replace the result
+//!   (an insert that fails warns once per function);
+//! * stored bytes that do not decode (damaged, or a pickle whose class is gone) are a miss;
+//! * `ttl` is this process's own (`ShmConfig::ttl_ns`); `ttl=0` never serves nor stores.
+//!
+//! The Python layer (`_shared.py`) derives the cache name that identifies the function across
+//! processes; the store sanitizes it into file names.
+
+pub use imp::{after_fork_in_child, make_shared, set_failpoint, FAILPOINTS};
+#[cfg(unix)]
+pub use imp::{install_vectorcall, SharedCachedFunction};
+
+#[cfg(unix)]
+mod imp {
+    use std::mem::offset_of;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::ptr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+
+    use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+    use pyo3::ffi;
+    use pyo3::gc::PyVisit;
+    use pyo3::prelude::*;
+    use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyTuple};
+    use pyo3::{PyTraverseError, PyTypeInfo};
+    use warp_cache_core::clock::monotonic_now_ns;
+    use warp_cache_core::codec;
+    use warp_cache_core::shm::{failpoint, key_hash, ShmConfig, ShmStore};
+    use warp_cache_core::Error;
+
+    use crate::awaitable::Ready;
+    use crate::cached::{attached, into_result_ptr, split_vector_args, ttl_ns_of, PyMethod_New};
+    use crate::convert::{self, DecodeFailure, Encoded};
+    use crate::errors::{guard, panic_message, to_py};
+    use crate::info::CacheInfo;
+    use crate::key;
+
+    /// Whether the core's test-only failpoints are compiled in (cargo feature `failpoints`).
+    pub const FAILPOINTS: bool = failpoint::ENABLED;
+
+    /// Buffers larger than this are not kept for the next call.
+    const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
+
+    /// Offset of the Rust struct inside the Python object, measured once at module init.
+    static CONTENTS_OFFSET: OnceLock<usize> = OnceLock::new();
+
+    /// Buffers for the encoded key and the value bytes, reused across calls. A call takes
+    /// them and gives them back when done; a call made meanwhile (reentrant, from pickling
+    /// code or the wrapped function, or from another thread while this one runs Python code)
+    /// gets fresh ones (`owned == false`), dropped when it is done.
+    #[derive(Default)]
+    struct Scratch {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        owned: bool,
+    }
+
+    #[cfg(not(Py_GIL_DISABLED))]
+    mod scratch_slot {
+        use std::cell::{Cell, UnsafeCell};
+
+        use super::Scratch;
+
+        /// One slot for the whole interpreter: the GIL serializes every caller.
+        pub struct Slot {
+            busy: Cell<bool>,
+            buffers: UnsafeCell<(Vec<u8>, Vec<u8>)>,
+        }
+
+        // SAFETY: only `take`/`put` touch the slot, and they are only called by threads that
+        // hold the GIL (every caller is a call from Python on a GIL-enabled interpreter, and
+        // neither function releases it), so no two threads ever access it at once.
+        unsafe impl Sync for Slot {}
+
+        pub static SLOT: Slot = Slot {
+            busy: Cell::new(false),
+            buffers: UnsafeCell::new((Vec::new(), Vec::new())),
+        };
+
+        impl Slot {
+            #[inline(always)]
+            pub fn take(&self) -> Scratch {
+                if self.busy.replace(true) {
+                    return Scratch::default();
+                }
+                // SAFETY: GIL held and `busy` was false: nobody else holds the buffers.
+                let (key, value) = unsafe { std::mem::take(&mut *self.buffers.get()) };
+                Scratch {
+                    key,
+                    value,
+                    owned: true,
+                }
+            }
+
+            #[inline(always)]
+            pub fn put(&self, scratch: Scratch) {
+                if scratch.owned {
+                    // SAFETY: GIL held; we own the slot (`busy` is ours until reset below).
+                    unsafe { *self.buffers.get() = (scratch.key, scratch.value) };
+                    self.busy.set(false);
+                }
+            }
+
+            /// In a child right after `fork`: the thread that held the slot (if any) does
+            /// not exist here, so the slot is free. Called with the GIL held.
+            pub fn reset_after_fork(&self) {
+                self.busy.set(false);
+            }
+        }
+    }
+
+    #[cfg(Py_GIL_DISABLED)]
+    mod scratch_slot {
+        use std::cell::Cell;
+
+        use super::Scratch;
+
+        thread_local! {
+            static BUFFERS: Cell<(Vec<u8>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+        }
+
+        /// Free-threaded: one slot per thread.
+        pub struct Slot;
+
+        pub static SLOT: Slot = Slot;
+
+        impl Slot {
+            #[inline(always)]
+            pub fn take(&self) -> Scratch {
+                match BUFFERS.try_with(Cell::take) {
+                    Ok((key, value)) => Scratch {
+                        key,
+                        value,
+                        owned: true,
+                    },
+                    Err(_) => Scratch::default(),
+                }
+            }
+
+            #[inline(always)]
+            pub fn put(&self, scratch: Scratch) {
+                if scratch.owned {
+                    let _ = BUFFERS.try_with(|cell| cell.set((scratch.key, scratch.value)));
+                }
+            }
+
+            /// Per-thread slots need nothing after `fork`.
+            pub fn reset_after_fork(&self) {}
+        }
+    }
+
+    /// Takes the reusable buffers (or fresh ones if they are in use). Attached thread only.
+    #[inline(always)]
+    fn take_scratch() -> Scratch {
+        scratch_slot::SLOT.take()
+    }
+
+    /// Gives the buffers back (very large ones are not kept). Attached thread only.
+    #[inline(always)]
+    fn put_scratch(mut scratch: Scratch) {
+        if scratch.key.capacity() > SCRATCH_KEEP_BYTES {
+            scratch.key = Vec::new();
+        }
+        if scratch.value.capacity() > SCRATCH_KEEP_BYTES {
+            scratch.value = Vec::new();
+        }
+        scratch_slot::SLOT.put(scratch);
+    }
+
+    /// What the quick path found out before handing over to the full path.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Looked {
+        /// Key not encoded yet (it needs pickle) or not looked up.
+        Nothing,
+        /// Key encoded into `scratch.key`, hashed, looked up and missed (miss counted).
+        Miss,
+        /// Hit counted; the value bytes are in `scratch.value`.
+        Hit,
+    }
+
+    struct Pending {
+        scratch: Scratch,
+        hash: u64,
+        looked: Looked,
+    }
+
+    struct AsyncState {
+        /// `warp_cache._async.async_miss`: the single-flight miss coroutine.
+        helper: Py<PyAny>,
+        /// In-flight misses: `(event loop, key bytes) -> future`.
+        inflight: Py<PyDict>,
+    }
+
+    /// How to call the wrapped function on a miss: the way the call came in.
+    enum Invocation<'a, 'py> {
+        Vector {
+            args: *const *mut ffi::PyObject,
+            nargsf: usize,
+            kwnames: *mut ffi::PyObject,
+        },
+        Tuple {
+            args: &'a Bound<'py, PyTuple>,
+            kwargs: Option<&'a Bound<'py, PyDict>>,
+        },
+    }
+
+    /// The arguments of one call, as borrowed object pointers.
+    #[derive(Clone, Copy)]
+    struct CallArgs<'a> {
+        positional: &'a [*mut ffi::PyObject],
+        kw_names: &'a [*mut ffi::PyObject],
+        kw_values: &'a [*mut ffi::PyObject],
+    }
+
+    /// A function cached in shared memory (`backend="shared"`).
+    #[pyclass(
+        frozen,
+        dict,
+        weakref,
+        module = "warp_cache",
+        name = "SharedCachedFunction"
+    )]
+    pub struct SharedCachedFunction {
+        /// This instance's vectorcall entry; CPython reads it at `tp_vectorcall_offset`.
+        vectorcall: ffi::vectorcallfunc,
+        func: Py<PyAny>,
+        store: ShmStore,
+        /// The name the files were derived from (module, qualname, fingerprint).
+        name: String,
+        async_state: Option<AsyncState>,
+        /// Set once an insert failed and a warning was issued.
+        warned: AtomicBool,
+    }
+
+    impl SharedCachedFunction {
+        fn new(
+            func: Py<PyAny>,
+            store: ShmStore,
+            name: String,
+            async_state: Option<AsyncState>,
+        ) -> Self {
+            SharedCachedFunction {
+                vectorcall: vectorcall_entry,
+                func,
+                store,
+                name,
+                async_state,
+                warned: AtomicBool::new(false),
+            }
+        }
+
+        #[inline(always)]
+        fn read_clock(&self) -> u64 {
+            // Without a ttl freshness ignores the clock (INV-5): skip reading it on hits.
+            if self.store.ttl_ns().is_some() {
+                monotonic_now_ns()
+            } else {
+                0
+            }
+        }
+
+        /// The hit path: no Python code, no `Py` created or dropped. `Err` hands the call
+        /// to the full path with what was learnt (a counted miss or hit is never repeated).
+        ///
+        /// # Safety
+        /// Every pointer in `call` is live; the thread is attached.
+        #[inline(always)]
+        unsafe fn quick(&self, call: CallArgs<'_>) -> Result<*mut ffi::PyObject, Pending> {
+            let mut pending = Pending {
+                scratch: take_scratch(),
+                hash: 0,
+                looked: Looked::Nothing,
+            };
+            let order = if call.kw_values.is_empty() {
+                Vec::new()
+            } else {
+                // SAFETY: live names (caller contract); on failure the full path reports it.
+                match unsafe { key::keyword_order(call.kw_names) } {
+                    Ok(order) => order,
+                    Err(()) => {
+                        // SAFETY: attached thread; the full path recomputes and reports it.
+                        unsafe { ffi::PyErr_Clear() };
+                        return Err(pending);
+                    }
+                }
+            };
+            let key = &mut pending.scratch.key;
+            // SAFETY: caller contract.
+            let encoded = unsafe {
+                convert::encode_key_fast(
+                    call.positional,
+                    call.kw_names,
+                    call.kw_values,
+                    &order,
+                    key,
+                )
+            };
+            if !encoded || key.len() > self.store.key_bytes_max() as usize {
+                return Err(pending);
+            }
+            pending.hash = key_hash(key);
+            let now_ns = self.read_clock();
+            let out = &mut pending.scratch.value;
+            pending.looked = match self.store.get_hashed(key, pending.hash, now_ns, out) {
+                Ok(true) => Looked::Hit,
+                Ok(false) | Err(_) => Looked::Miss,
+            };
+            if pending.looked != Looked::Hit
+                || self.async_state.is_some()
+                || out.first() == Some(&codec::tag::PICKLE)
+            {
+                return Err(pending);
+            }
+            // Only scalars and flat tuples of scalars here: no Python code runs.
+            // SAFETY: attached thread (caller contract).
+            match unsafe { convert::decode_value_raw(out) } {
+                Ok(object) => {
+                    // NULL with the error set if an allocation failed.
+                    put_scratch(pending.scratch);
+                    Ok(object)
+                }
+                Err(()) => Err(pending), // invalid bytes: the full path makes it a miss
+            }
+        }
+
+        /// The full path: encodes what the quick path could not, looks up unless it already
+        /// did, and on a miss computes and stores (or starts the async miss).
+        fn call_full(
+            &self,
+            py: Python<'_>,
+            slf: *mut ffi::PyObject,
+            call: CallArgs<'_>,
+            invocation: Invocation<'_, '_>,
+            pending: Pending,
+        ) -> PyResult<Py<PyAny>> {
+            let Pending {
+                mut scratch,
+                mut hash,
+                mut looked,
+            } = pending;
+            let result = (|| {
+                if looked == Looked::Nothing {
+                    // SAFETY: live arguments (caller contract), attached thread.
+                    unsafe {
+                        let order =
+                            key::keyword_order(call.kw_names).map_err(|()| PyErr::fetch(py))?;
+                        convert::encode_key(
+                            py,
+                            call.positional,
+                            call.kw_names,
+                            call.kw_values,
+                            &order,
+                            &mut scratch.key,
+                        )?;
+                    }
+                    // Oversize keys miss (counted) without being hashed.
+                    if scratch.key.len() <= self.store.key_bytes_max() as usize {
+                        hash = key_hash(&scratch.key);
+                    }
+                    let now_ns = self.read_clock();
+                    looked =
+                        match self
+                            .store
+                            .get_hashed(&scratch.key, hash, now_ns, &mut scratch.value)
+                        {
+                            Ok(true) => Looked::Hit,
+                            Ok(false) | Err(_) => Looked::Miss,
+                        };
+                }
+                if looked == Looked::Hit {
+                    if let Some(value) = decode_or_miss(py, &scratch.value)? {
+                        return self.hit_result(py, value);
+                    }
+                }
+                match &self.async_state {
+                    None => {
+                        let value = call_func(py, &self.func, &invocation)?;
+                        self.store_value(
+                            py,
+                            &scratch.key,
+                            hash,
+                            value.bind(py),
+                            &mut scratch.value,
+                        )?;
+                        Ok(value)
+                    }
+                    Some(state) => {
+                        let handle = PyBytes::new(py, &scratch.key);
+                        let (args, kwargs) = pack(py, &invocation)?;
+                        // SAFETY: `slf` is the live object this call was made on.
+                        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+                        Ok(state
+                            .helper
+                            .bind(py)
+                            .call1((
+                                slf,
+                                self.func.bind(py),
+                                state.inflight.bind(py),
+                                handle,
+                                args,
+                                kwargs,
+                            ))?
+                            .unbind())
+                    }
+                }
+            })();
+            put_scratch(scratch);
+            result
+        }
+
+        fn hit_result(&self, py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+            match self.async_state {
+                None => Ok(value),
+                Some(_) => Ok(Py::new(py, Ready::new(value))?.into_any()),
+            }
+        }
+
+        /// Stores a computed value under `key` (encoded bytes, `hash` from [`key_hash`]).
+        /// Never fails because of the cache: an unpicklable or oversize value is skipped,
+        /// a store error warns once. `Err` only for an exception raised by the warning
+        /// machinery (warnings turned into errors) or a `BaseException` while pickling.
+        fn store_value(
+            &self,
+            py: Python<'_>,
+            key: &[u8],
+            hash: u64,
+            value: &Bound<'_, PyAny>,
+            buffer: &mut Vec<u8>,
+        ) -> PyResult<()> {
+            if self.store.ttl_ns() == Some(0) {
+                return Ok(());
+            }
+            if key.len() > self.store.key_bytes_max() as usize {
+                self.store.record_oversize_skip();
+                return Ok(());
+            }
+            match convert::encode_value(py, value, buffer)? {
+                Encoded::Done => {}
+                Encoded::Unpicklable => return Ok(()),
+            }
+            // Oversize values are counted by the store.
+            match self
+                .store
+                .insert_hashed(key, hash, buffer, monotonic_now_ns())
+            {
+                Ok(_) => Ok(()),
+                Err(err) => self.warn_once(py, &err),
+            }
+        }
+
+        fn warn_once(&self, py: Python<'_>, err: &Error) -> PyResult<()> {
+            if self.warned.swap(true, Ordering::Relaxed) {
+                return Ok(());
+            }
+            let message = format!(
+                "warp_cache: the shared cache {:?} could not store a result ({}); results are \
+                 still returned, but may not be cached",
+                self.name, err.message
+            );
+            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            let message = std::ffi::CString::new(message)
+                .unwrap_or_else(|_| c"warp_cache: a shared cache could not store a result".into());
+            PyErr::warn(py, &category, &message, 1)
+        }
+
+        /// The instance `__dict__` slot (pyo3 does not traverse it; we must, or cycles
+        /// through `__wrapped__` would never be collected).
+        ///
+        /// # Safety
+        /// `self` is the contents of a live `SharedCachedFunction` object.
+        unsafe fn instance_dict_slot(&self) -> Option<&Option<Py<PyAny>>> {
+            let contents_offset = *CONTENTS_OFFSET.get()?;
+            // SAFETY: `self` lives `contents_offset` bytes into its Python object (measured
+            // at module init for this type); `tp_dictoffset` is the offset pyo3 registered
+            // for the dict slot, which holds a nullable owned pointer.
+            unsafe {
+                let object = ptr::from_ref(self)
+                    .cast::<u8>()
+                    .sub(contents_offset)
+                    .cast_mut()
+                    .cast::<ffi::PyObject>();
+                let dict_offset = (*ffi::Py_TYPE(object)).tp_dictoffset;
+                if dict_offset <= 0 {
+                    return None;
+                }
+                let slot = object
+                    .cast::<u8>()
+                    .offset(dict_offset)
+                    .cast::<Option<Py<PyAny>>>();
+                Some(&*slot)
+            }
+        }
+    }
+
+    /// Decodes a hit; `None` (a miss) when the bytes are not a valid value or unpickling
+    /// raised an `Exception` (e.g. the class of a pickled object no longer exists).
+    fn decode_or_miss(py: Python<'_>, bytes: &[u8]) -> PyResult<Option<Py<PyAny>>> {
+        match convert::decode_value(py, bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(DecodeFailure::Codec) => Ok(None),
+            Err(DecodeFailure::Python(err))
+                if err.is_instance_of::<pyo3::exceptions::PyException>(py) =>
+            {
+                Ok(None)
+            }
+            Err(DecodeFailure::Python(err)) => Err(err),
+        }
+    }
+
+    fn call_func(
+        py: Python<'_>,
+        func: &Py<PyAny>,
+        invocation: &Invocation<'_, '_>,
+    ) -> PyResult<Py<PyAny>> {
+        let result = match *invocation {
+            Invocation::Vector {
+                args,
+                nargsf,
+                kwnames,
+            } => {
+                // SAFETY: exactly the arguments CPython passed to our vectorcall entry, alive
+                // for that call.
+                unsafe { ffi::PyObject_Vectorcall(func.as_ptr(), args, nargsf, kwnames) }
+            }
+            // SAFETY: live tuple and dict (or null) borrowed from the caller.
+            Invocation::Tuple { args, kwargs } => unsafe {
+                ffi::PyObject_Call(
+                    func.as_ptr(),
+                    args.as_ptr(),
+                    kwargs.map_or(ptr::null_mut(), |kwargs| kwargs.as_ptr()),
+                )
+            },
+        };
+        // SAFETY: a new reference, or NULL with an exception set.
+        unsafe { Py::from_owned_ptr_or_err(py, result) }
+    }
+
+    /// The call's arguments as `(args, kwargs)` for the async miss helper.
+    fn pack<'py>(
+        py: Python<'py>,
+        invocation: &Invocation<'_, 'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        match *invocation {
+            Invocation::Tuple { args, kwargs } => Ok((
+                args.clone().into_any(),
+                match kwargs {
+                    Some(kwargs) => kwargs.copy()?,
+                    None => PyDict::new(py),
+                },
+            )),
+            Invocation::Vector {
+                args,
+                nargsf,
+                kwnames,
+            } => {
+                // SAFETY: the vectorcall arguments are live for this call.
+                let (positional, names, values) =
+                    unsafe { split_vector_args(args, nargsf, kwnames) };
+                // SAFETY: live objects borrowed from the call.
+                let positional = PyTuple::new(
+                    py,
+                    positional
+                        .iter()
+                        .map(|&item| unsafe { Borrowed::from_ptr(py, item) }),
+                )?;
+                let kwargs = PyDict::new(py);
+                for (&name, &value) in names.iter().zip(values) {
+                    // SAFETY: live objects borrowed from the call.
+                    unsafe {
+                        kwargs.set_item(
+                            Borrowed::from_ptr(py, name),
+                            Borrowed::from_ptr(py, value),
+                        )?;
+                    }
+                }
+                Ok((positional.into_any(), kwargs))
+            }
+        }
+    }
+
+    #[pymethods]
+    impl SharedCachedFunction {
+        #[pyo3(signature = (*args, **kwargs))]
+        fn __call__(
+            slf: &Bound<'_, Self>,
+            args: &Bound<'_, PyTuple>,
+            kwargs: Option<&Bound<'_, PyDict>>,
+        ) -> PyResult<Py<PyAny>> {
+            guard(|| {
+                let py = slf.py();
+                // Strong references: the dict's contents must outlive the key.
+                let (names, values): (Vec<Bound<'_, PyAny>>, Vec<Bound<'_, PyAny>>) = match kwargs {
+                    Some(kwargs) if !kwargs.is_empty() => kwargs.iter().unzip(),
+                    _ => (Vec::new(), Vec::new()),
+                };
+                for name in &names {
+                    if !name.is_instance_of::<pyo3::types::PyString>() {
+                        return Err(PyTypeError::new_err("keywords must be strings"));
+                    }
+                }
+                let name_ptrs: Vec<*mut ffi::PyObject> = names.iter().map(Bound::as_ptr).collect();
+                let value_ptrs: Vec<*mut ffi::PyObject> =
+                    values.iter().map(Bound::as_ptr).collect();
+                // SAFETY: `args` is a tuple alive for this call.
+                let positional = unsafe { key::tuple_items(args.as_ptr()) };
+                let call = CallArgs {
+                    positional,
+                    kw_names: &name_ptrs,
+                    kw_values: &value_ptrs,
+                };
+                let pending = Pending {
+                    scratch: take_scratch(),
+                    hash: 0,
+                    looked: Looked::Nothing,
+                };
+                slf.get().call_full(
+                    py,
+                    slf.as_ptr(),
+                    call,
+                    Invocation::Tuple {
+                        args,
+                        kwargs: kwargs.filter(|kwargs| !kwargs.is_empty()),
+                    },
+                    pending,
+                )
+            })
+        }
+
+        /// Binds to an instance like a function (and `functools.lru_cache`) does.
+        fn __get__(
+            slf: &Bound<'_, Self>,
+            instance: Option<&Bound<'_, PyAny>>,
+            owner: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Py<PyAny>> {
+            let _ = owner;
+            guard(|| match instance {
+                Some(instance) if !instance.is_none() => {
+                    // SAFETY: both objects are live; PyMethod_New returns a new reference or
+                    // NULL with an exception set.
+                    unsafe {
+                        Py::from_owned_ptr_or_err(
+                            slf.py(),
+                            PyMethod_New(slf.as_ptr(), instance.as_ptr()),
+                        )
+                    }
+                }
+                _ => Ok(slf.clone().into_any().unbind()),
+            })
+        }
+
+        /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=)`, counted by
+        /// every process using the cache.
+        fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
+            guard(|| {
+                let info = py.detach(|| self.store.info()).map_err(to_py)?;
+                Ok(CacheInfo::new(
+                    info.hits,
+                    info.misses,
+                    u64::from(info.capacity),
+                    info.current_size,
+                    Some(info.oversize_skips),
+                ))
+            })
+        }
+
+        /// Removes every entry and resets the counters, for every process using the cache.
+        fn cache_clear(&self, py: Python<'_>) -> PyResult<()> {
+            guard(|| py.detach(|| self.store.clear()).map_err(to_py))
+        }
+
+        /// Pickles by reference, like `functools.lru_cache`: the qualified name.
+        fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+            guard(|| slf.getattr("__qualname__"))
+        }
+
+        fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+            slf
+        }
+
+        fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+            slf
+        }
+
+        fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+            guard(|| {
+                let name = match slf.getattr("__qualname__") {
+                    Ok(name) => name.str()?.to_string(),
+                    Err(_) => slf.get().func.bind(slf.py()).repr()?.to_string(),
+                };
+                Ok(format!("<warp_cache shared cached function {name}>"))
+            })
+        }
+
+        /// The wrapped function, as given to the decorator.
+        #[getter]
+        fn _func(&self, py: Python<'_>) -> Py<PyAny> {
+            self.func.clone_ref(py)
+        }
+
+        /// Whether calls return awaitables (the wrapped function is a coroutine function).
+        #[getter]
+        fn _is_async(&self) -> bool {
+            self.async_state.is_some()
+        }
+
+        /// The name that identifies this function's cache across processes.
+        #[getter]
+        fn _shared_name(&self) -> &str {
+            &self.name
+        }
+
+        /// `{"dir", "data", "lock", "stem"}`: where the cache lives (tests, diagnostics).
+        fn _shared_files<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+            let dict = PyDict::new(py);
+            if let Some(paths) = self.store.paths() {
+                dict.set_item("dir", paths.dir)?;
+                dict.set_item("data", paths.data)?;
+                dict.set_item("lock", paths.lock)?;
+            }
+            dict.set_item("stem", self.store.file_stem())?;
+            dict.set_item("region_bytes", self.store.region_bytes())?;
+            Ok(dict)
+        }
+
+        /// Checks every invariant of the shared table under the writer lock (tests):
+        /// `RuntimeError` describing the first violation.
+        fn _shared_validate(&self, py: Python<'_>) -> PyResult<()> {
+            guard(|| {
+                py.detach(|| self.store.validate())
+                    .map_err(PyRuntimeError::new_err)
+            })
+        }
+
+        /// `{"resets", "last_reset_reason"}`: crash/corruption recoveries (diagnostics).
+        fn _shared_diagnostics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+            guard(|| {
+                let info = py.detach(|| self.store.info()).map_err(to_py)?;
+                let dict = PyDict::new(py);
+                dict.set_item("resets", info.resets)?;
+                dict.set_item("last_reset_reason", self.store.last_reset_reason())?;
+                Ok(dict)
+            })
+        }
+
+        /// Async misses: looks a key up again without counting. `(True, value)` or
+        /// `(False, None)`.
+        fn _lookup_handle(
+            &self,
+            py: Python<'_>,
+            handle: &Bound<'_, PyBytes>,
+        ) -> PyResult<(bool, Py<PyAny>)> {
+            guard(|| {
+                let key = handle.as_bytes();
+                let mut scratch = take_scratch();
+                let found = key.len() <= self.store.key_bytes_max() as usize
+                    && self
+                        .store
+                        .peek_hashed(key, key_hash(key), self.read_clock(), &mut scratch.value)
+                        .unwrap_or(false);
+                let value = if found {
+                    decode_or_miss(py, &scratch.value)
+                } else {
+                    Ok(None)
+                };
+                put_scratch(scratch);
+                Ok(match value? {
+                    Some(value) => (true, value),
+                    None => (false, py.None()),
+                })
+            })
+        }
+
+        /// Async misses: stores the computed value under a handle's key.
+        fn _store_handle(
+            &self,
+            py: Python<'_>,
+            handle: &Bound<'_, PyBytes>,
+            value: &Bound<'_, PyAny>,
+        ) -> PyResult<()> {
+            guard(|| {
+                let key = handle.as_bytes();
+                let mut scratch = take_scratch();
+                let hash = if key.len() <= self.store.key_bytes_max() as usize {
+                    key_hash(key)
+                } else {
+                    0
+                };
+                let result = self.store_value(py, key, hash, value, &mut scratch.value);
+                put_scratch(scratch);
+                result
+            })
+        }
+
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            visit.call(&self.func)?;
+            if let Some(state) = &self.async_state {
+                visit.call(&state.helper)?;
+                visit.call(&state.inflight)?;
+            }
+            // SAFETY: `self` is the contents of a live object (the collector traverses it).
+            if let Some(dict) = unsafe { self.instance_dict_slot() } {
+                visit.call(dict)?;
+            }
+            Ok(())
+        }
+
+        fn __clear__(&self) {
+            // A panic here could only be a bug; the collector gets on either way.
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                if let Some(state) = &self.async_state {
+                    Python::attach(|py| state.inflight.bind(py).clear());
+                }
+            }));
+        }
+    }
+
+    /// The vectorcall entry of every `SharedCachedFunction`. Hits of fast-path keys are
+    /// served by [`SharedCachedFunction::quick`] without pyo3's bookkeeping; everything else
+    /// goes through it ([`attached`]). No panic escapes (INV-M4).
+    ///
+    /// # Safety
+    /// Called by CPython per the vectorcall protocol: `callable` is a live
+    /// `SharedCachedFunction`, `args` holds `PyVectorcall_NARGS(nargsf)` positional arguments
+    /// followed by one value per name in `kwnames` (null or a tuple of str), all alive for the
+    /// call; the thread is attached.
+    unsafe extern "C" fn vectorcall_entry(
+        callable: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: function contract, passed on.
+        let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
+            vectorcall_body(callable, args, nargsf, kwnames)
+        }));
+        outcome.unwrap_or_else(|payload| {
+            let message = std::ffi::CString::new(panic_message(&*payload))
+                .unwrap_or_else(|_| c"internal error in warp_cache (please report it)".to_owned());
+            // SAFETY: attached thread (function contract); a valid C string.
+            unsafe { ffi::PyErr_SetString(ffi::PyExc_RuntimeError, message.as_ptr()) };
+            ptr::null_mut()
+        })
+    }
+
+    /// # Safety
+    /// As [`vectorcall_entry`].
+    #[inline(always)]
+    unsafe fn vectorcall_body(
+        callable: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: the thread is attached (vectorcall protocol); this is only a token.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `callable` is a live SharedCachedFunction (only its type has this entry).
+        let slf =
+            unsafe { Borrowed::from_ptr(py, callable).cast_unchecked::<SharedCachedFunction>() };
+        let this = slf.get();
+        // SAFETY: vectorcall protocol (function contract).
+        let (positional, kw_names, kw_values) = unsafe { split_vector_args(args, nargsf, kwnames) };
+        let call = CallArgs {
+            positional,
+            kw_names,
+            kw_values,
+        };
+        // SAFETY: live arguments (vectorcall protocol), attached thread.
+        let pending = match unsafe { this.quick(call) } {
+            Ok(result) => return result,
+            Err(pending) => pending,
+        };
+        // SAFETY: the thread is attached (vectorcall protocol).
+        unsafe {
+            attached(|py| {
+                let result = guard(|| {
+                    this.call_full(
+                        py,
+                        callable,
+                        call,
+                        Invocation::Vector {
+                            args,
+                            nargsf,
+                            kwnames,
+                        },
+                        pending,
+                    )
+                });
+                into_result_ptr(py, result)
+            })
+        }
+    }
+
+    /// Gives `SharedCachedFunction` a vectorcall slot (as `cached::install_vectorcall` does
+    /// for the memory backend's type). `WARP_CACHE_NO_VECTORCALL=1` keeps plain `tp_call`.
+    pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
+        let probe_store = ShmStore::over_memory(ShmConfig {
+            dir: None,
+            name: "probe".to_owned(),
+            capacity: 1,
+            key_bytes_max: 8,
+            value_bytes_max: 8,
+            ttl_ns: None,
+        })
+        .map_err(to_py)?;
+        let probe = Py::new(
+            py,
+            SharedCachedFunction::new(py.None(), probe_store, String::new(), None),
+        )?;
+        let object_address = probe.as_ptr() as usize;
+        let contents_address = ptr::from_ref(probe.get()) as usize;
+        let contents_offset = contents_address
+            .checked_sub(object_address)
+            .ok_or_else(|| PyValueError::new_err("unexpected pyclass layout"))?;
+        let _ = CONTENTS_OFFSET.set(contents_offset);
+        let disabled = std::env::var("WARP_CACHE_NO_VECTORCALL")
+            .map(|v| !v.is_empty() && v != "0")
+            .unwrap_or(false);
+        if disabled {
+            return Ok(false);
+        }
+        let vectorcall_offset = contents_offset + offset_of!(SharedCachedFunction, vectorcall);
+        let type_object = SharedCachedFunction::type_object(py);
+        let tp = type_object.as_type_ptr();
+        // SAFETY: `tp` is our live heap type, not yet used to call anything; every instance
+        // stores `vectorcall_entry` at `vectorcall_offset` (set in `new`); the type keeps
+        // `tp_call` for other callers. PyType_Modified drops cached lookups.
+        unsafe {
+            (*tp).tp_vectorcall_offset = vectorcall_offset as ffi::Py_ssize_t;
+            #[cfg(not(Py_GIL_DISABLED))]
+            {
+                (*tp).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL;
+            }
+            #[cfg(Py_GIL_DISABLED)]
+            {
+                (*tp).tp_flags.fetch_or(
+                    ffi::Py_TPFLAGS_HAVE_VECTORCALL,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+            }
+            ffi::PyType_Modified(tp);
+        }
+        Ok(true)
+    }
+
+    /// A positive int that fits a u32, or the error the user needs (`what` names it).
+    fn u32_param(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u32> {
+        let unit = if what == "max_size" { "" } else { " (bytes)" };
+        if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+            return Err(PyTypeError::new_err(format!(
+                "{what} must be a positive int{unit}, got {}",
+                value.repr()?
+            )));
+        }
+        match value.extract::<i128>() {
+            Ok(n) if n < 1 => Err(PyValueError::new_err(format!(
+                "{what} must be a positive int{unit}, got {n}"
+            ))),
+            Ok(n) if n <= i128::from(u32::MAX) => Ok(n as u32),
+            _ => Err(PyValueError::new_err(format!(
+                "{what} must be at most {} for the shared backend, got {}",
+                u32::MAX,
+                value.repr()?
+            ))),
+        }
+    }
+
+    /// Creates the shared-backend wrapper of `func` under the cache name `name` (from
+    /// `warp_cache._shared.cache_name`). Parameters are checked again here; files are opened
+    /// (created, or replaced if their parameters differ) now, so space and permission
+    /// problems are errors at decoration time.
+    #[pyfunction]
+    #[pyo3(
+        name = "_make_shared",
+        signature = (func, name, max_size, ttl, max_key_size, max_value_size, async_helper = None)
+    )]
+    #[allow(clippy::too_many_arguments)]
+    pub fn make_shared(
+        py: Python<'_>,
+        func: Py<PyAny>,
+        name: String,
+        max_size: &Bound<'_, PyAny>,
+        ttl: Option<f64>,
+        max_key_size: &Bound<'_, PyAny>,
+        max_value_size: &Bound<'_, PyAny>,
+        async_helper: Option<Py<PyAny>>,
+    ) -> PyResult<Py<SharedCachedFunction>> {
+        guard(|| {
+            if !func.bind(py).is_callable() {
+                return Err(PyTypeError::new_err("cache() needs a callable"));
+            }
+            let config = ShmConfig {
+                dir: None,
+                name: name.clone(),
+                capacity: u32_param("max_size", max_size)?,
+                key_bytes_max: u32_param("max_key_size", max_key_size)?,
+                value_bytes_max: u32_param("max_value_size", max_value_size)?,
+                ttl_ns: ttl_ns_of(ttl)?,
+            };
+            let store = py.detach(|| ShmStore::open(config)).map_err(to_py)?;
+            let async_state = async_helper.map(|helper| AsyncState {
+                helper,
+                inflight: PyDict::new(py).unbind(),
+            });
+            Py::new(
+                py,
+                SharedCachedFunction::new(func, store, name, async_state),
+            )
+        })
+    }
+
+    /// Frees the reusable buffers in a child after `os.fork` (registered by the Python
+    /// package with `os.register_at_fork`): a thread that held them in the parent does not
+    /// exist in the child.
+    #[pyfunction]
+    #[pyo3(name = "_after_fork_in_child")]
+    pub fn after_fork_in_child(py: Python<'_>) {
+        let _ = py;
+        scratch_slot::SLOT.reset_after_fork();
+    }
+
+    /// Arms the core's failpoints (`None` disarms): test builds only (cargo feature
+    /// `failpoints`); otherwise a `RuntimeError`.
+    #[pyfunction]
+    #[pyo3(name = "_set_failpoint", signature = (spec = None))]
+    pub fn set_failpoint(spec: Option<&str>) -> PyResult<()> {
+        failpoint::set(spec).map_err(PyRuntimeError::new_err)
+    }
+}
+
+#[cfg(not(unix))]
+mod imp {
+    use pyo3::exceptions::PyRuntimeError;
+    use pyo3::prelude::*;
+
+    pub const FAILPOINTS: bool = false;
+
+    /// The shared backend needs POSIX shared memory: on this platform decoration fails.
+    #[pyfunction]
+    #[pyo3(
+        name = "_make_shared",
+        signature = (func, name, max_size, ttl, max_key_size, max_value_size, async_helper = None)
+    )]
+    #[allow(clippy::too_many_arguments)]
+    pub fn make_shared(
+        func: Py<PyAny>,
+        name: String,
+        max_size: &Bound<'_, PyAny>,
+        ttl: Option<f64>,
+        max_key_size: &Bound<'_, PyAny>,
+        max_value_size: &Bound<'_, PyAny>,
+        async_helper: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = (
+            func,
+            name,
+            max_size,
+            ttl,
+            max_key_size,
+            max_value_size,
+            async_helper,
+        );
+        Err(PyRuntimeError::new_err(
+            "backend='shared' is not available on this platform (it needs POSIX shared memory: \
+             Linux or macOS); use backend='memory'",
+        ))
+    }
+
+    #[pyfunction]
+    #[pyo3(name = "_after_fork_in_child")]
+    pub fn after_fork_in_child() {}
+
+    #[pyfunction]
+    #[pyo3(name = "_set_failpoint", signature = (spec = None))]
+    pub fn set_failpoint(spec: Option<&str>) -> PyResult<()> {
+        let _ = spec;
+        Err(PyRuntimeError::new_err(
+            "failpoints are not available on this platform",
+        ))
+    }
+}
