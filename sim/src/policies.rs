@@ -2,6 +2,9 @@
 //!
 //! * `sieve`: the production SIEVE, [`warp_cache_core::mem::MemStore`] (the memory backend's
 //!   engine, over the one SIEVE of `core::policy`, INV-1);
+//! * `shm-sieve`: the production SIEVE of the shared backend,
+//!   [`warp_cache_core::shm::ShmStore`] over heap memory laid out exactly like its files
+//!   (single process: the same table, arena, SIEVE list and seqlock code as in /dev/shm);
 //! * `model-sieve`: the reference [`warp_cache_core::model::SieveModel`] (paper pseudocode,
 //!   O(capacity) per request: slow on big traces, see [`PolicyKind::cost_per_request`]);
 //! * `lru`: the reference [`warp_cache_core::model::LruModel`];
@@ -18,6 +21,7 @@ use std::sync::Arc;
 
 use warp_cache_core::mem::MemStore;
 use warp_cache_core::model::{LruModel, SieveModel};
+use warp_cache_core::shm::{InsertOutcome, ShmConfig, ShmStore};
 
 /// A cache replaying a trace one request at a time.
 pub trait Policy {
@@ -32,6 +36,8 @@ pub trait Policy {
 pub enum PolicyKind {
     /// Production SIEVE: `warp_cache_core::mem::MemStore`.
     Sieve,
+    /// Production SIEVE of the shared backend: `warp_cache_core::shm::ShmStore` (heap-backed).
+    ShmSieve,
     /// Reference SIEVE: `warp_cache_core::model::SieveModel`.
     ModelSieve,
     Lru,
@@ -41,8 +47,9 @@ pub enum PolicyKind {
 
 impl PolicyKind {
     /// Every policy, in report column order.
-    pub const ALL: [PolicyKind; 5] = [
+    pub const ALL: [PolicyKind; 6] = [
         PolicyKind::Sieve,
+        PolicyKind::ShmSieve,
         PolicyKind::ModelSieve,
         PolicyKind::Lru,
         PolicyKind::Fifo,
@@ -52,6 +59,7 @@ impl PolicyKind {
     pub fn name(self) -> &'static str {
         match self {
             PolicyKind::Sieve => "sieve",
+            PolicyKind::ShmSieve => "shm-sieve",
             PolicyKind::ModelSieve => "model-sieve",
             PolicyKind::Lru => "lru",
             PolicyKind::Fifo => "fifo",
@@ -63,6 +71,9 @@ impl PolicyKind {
     pub fn describe(self) -> &'static str {
         match self {
             PolicyKind::Sieve => "production SIEVE (warp_cache_core::mem::MemStore)",
+            PolicyKind::ShmSieve => {
+                "production SIEVE of the shared backend (warp_cache_core::shm::ShmStore)"
+            }
             PolicyKind::ModelSieve => {
                 "reference SIEVE (core::model::SieveModel, O(capacity) per request)"
             }
@@ -115,13 +126,14 @@ impl FromStr for PolicyKind {
         let lower = text.to_ascii_lowercase();
         let kind = match lower.as_str() {
             "sieve" | "prod-sieve" => PolicyKind::Sieve,
+            "shm-sieve" | "shm_sieve" => PolicyKind::ShmSieve,
             "model-sieve" | "model_sieve" | "ref-sieve" => PolicyKind::ModelSieve,
             "lru" => PolicyKind::Lru,
             "fifo" => PolicyKind::Fifo,
             "optimal" | "belady" | "opt" => PolicyKind::Optimal,
             _ => {
                 return Err(format!(
-                    "unknown policy {text:?}; expected a comma-separated list of: sieve, model-sieve, lru, fifo, optimal (or all)"
+                    "unknown policy {text:?}; expected a comma-separated list of: sieve, shm-sieve, model-sieve, lru, fifo, optimal (or all)"
                 ))
             }
         };
@@ -171,6 +183,7 @@ pub fn build(
     }
     Ok(match kind {
         PolicyKind::Sieve => Box::new(ProdSieve::new(capacity)?),
+        PolicyKind::ShmSieve => Box::new(ShmSieve::new(capacity)?),
         PolicyKind::ModelSieve => Box::new(ModelSieve(SieveModel::new(capacity))),
         PolicyKind::Lru => Box::new(Lru(LruModel::new(capacity))),
         PolicyKind::Fifo => Box::new(Fifo::new(capacity)),
@@ -220,6 +233,54 @@ impl Policy for ProdSieve {
             return true;
         }
         self.store.insert_value(key, (), 0);
+        false
+    }
+}
+
+/// The production SIEVE of the shared backend: a heap-backed [`ShmStore`] (exactly the file
+/// layout and code of the shared backend, without files), keys as 8 little-endian bytes, empty
+/// values, no TTL.
+pub struct ShmSieve {
+    store: ShmStore,
+    out: Vec<u8>,
+}
+
+impl ShmSieve {
+    pub fn new(capacity: usize) -> Result<ShmSieve, String> {
+        let capacity = u32::try_from(capacity)
+            .map_err(|_| format!("capacity {capacity} is too large for the shared store (u32)"))?;
+        let store = ShmStore::over_memory(ShmConfig {
+            dir: None,
+            name: "sim-report".to_owned(),
+            capacity,
+            key_bytes_max: 8,
+            value_bytes_max: 8,
+            ttl_ns: None,
+        })
+        .map_err(|err| err.to_string())?;
+        Ok(ShmSieve {
+            store,
+            out: Vec::new(),
+        })
+    }
+}
+
+impl Policy for ShmSieve {
+    fn name(&self) -> &'static str {
+        PolicyKind::ShmSieve.name()
+    }
+
+    fn access(&mut self, key: u64) -> bool {
+        let key = key.to_le_bytes();
+        // A heap-backed store has no files: its operations cannot fail.
+        if self.store.get(&key, 0, &mut self.out).unwrap_or(false) {
+            return true;
+        }
+        let outcome = self.store.insert(&key, &[], 0);
+        debug_assert!(
+            matches!(outcome, Ok(InsertOutcome::Inserted { .. })),
+            "{outcome:?}"
+        );
         false
     }
 }
@@ -436,7 +497,17 @@ mod tests {
                     misses(PolicyKind::ModelSieve, capacity, &keys),
                     "{kind} {capacity}"
                 );
-                for other in [PolicyKind::Sieve, PolicyKind::Lru, PolicyKind::Fifo] {
+                assert_eq!(
+                    sieve,
+                    misses(PolicyKind::ShmSieve, capacity, &keys),
+                    "{kind} {capacity}"
+                );
+                for other in [
+                    PolicyKind::Sieve,
+                    PolicyKind::ShmSieve,
+                    PolicyKind::Lru,
+                    PolicyKind::Fifo,
+                ] {
                     assert!(
                         optimal <= misses(other, capacity, &keys),
                         "{kind} {capacity} {other}"

@@ -180,7 +180,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Skipped work, checks passed or failed.
     pub notes: Vec<String>,
-    /// Capacities at which production and reference SIEVE disagree (must stay empty).
+    /// Capacities at which the SIEVE implementations (sieve, shm-sieve, model-sieve) disagree
+    /// (must stay empty).
     pub sieve_mismatches: Vec<usize>,
 }
 
@@ -271,22 +272,37 @@ pub fn run(
     }
     progress.finish();
 
+    // Every SIEVE implementation in the run (memory backend, shared backend, reference) must
+    // give the same miss count at every capacity.
+    let sieves: Vec<PolicyKind> = [
+        PolicyKind::Sieve,
+        PolicyKind::ShmSieve,
+        PolicyKind::ModelSieve,
+    ]
+    .into_iter()
+    .filter(|kind| policies.contains(kind))
+    .collect();
     let mut sieve_mismatches = Vec::new();
-    if policies.contains(&PolicyKind::Sieve) && policies.contains(&PolicyKind::ModelSieve) {
+    if sieves.len() >= 2 {
         for row in &rows {
-            let production = row.result(PolicyKind::Sieve).map(|r| r.misses);
-            let reference = row.result(PolicyKind::ModelSieve).map(|r| r.misses);
-            if production != reference {
+            let counts: Vec<Option<u64>> = sieves
+                .iter()
+                .map(|&kind| row.result(kind).map(|r| r.misses))
+                .collect();
+            if counts.windows(2).any(|pair| pair[0] != pair[1]) {
                 sieve_mismatches.push(row.capacity);
             }
         }
+        let names: Vec<&str> = sieves.iter().map(|kind| kind.name()).collect();
         if sieve_mismatches.is_empty() {
-            notes.push(
-                "check passed: production SIEVE (sieve) and reference SIEVE (model-sieve) have the same miss count at every capacity".into(),
-            );
+            notes.push(format!(
+                "check passed: the SIEVE implementations ({}) have the same miss count at every capacity",
+                names.join(", ")
+            ));
         } else {
             notes.push(format!(
-                "CHECK FAILED: production SIEVE and reference SIEVE disagree at capacities {sieve_mismatches:?}"
+                "CHECK FAILED: the SIEVE implementations ({}) disagree at capacities {sieve_mismatches:?}",
+                names.join(", ")
             ));
         }
     }
@@ -622,6 +638,7 @@ mod tests {
         assert_eq!(misses(PolicyKind::Lru), 4);
         assert_eq!(misses(PolicyKind::Optimal), 4);
         assert_eq!(misses(PolicyKind::Sieve), misses(PolicyKind::ModelSieve));
+        assert_eq!(misses(PolicyKind::ShmSieve), misses(PolicyKind::ModelSieve));
         assert!(report.sieve_mismatches.is_empty());
         assert!(report.notes.iter().any(|n| n.contains("check passed")));
     }
@@ -664,6 +681,7 @@ mod tests {
             .unwrap();
         for policy in [
             "sieve",
+            "shm-sieve",
             "model-sieve",
             "lru",
             "fifo",

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Simulator smoke run (CI gate, issue 4 item 5): the multi-process replay with faults on and
+# 4 workers over a committed generated trace (10% of requests forced writes), for
+#   * every seed in corpora/sim-seeds/seeds.txt (seeds that once failed),
+#   * a few fixed seeds,
+#   * WARP_SIM_SEEDS random seeds (default 3; printed, with the command that replays any failure),
+# plus one serial run without faults whose every result must equal the reference SIEVE, and a
+# concurrency stress run without faults (2 workers, long batches, half the requests writes:
+# readers and writers meet on hot keys, which catches a missing seqlock validation).
+# Bounded: well under 3 minutes on 2 cores once sim is built.
+#
+# Environment knobs:
+#   WARP_SIM_SEEDS   random seeds to run besides the fixed ones (default 3; 0 skips them)
+#   WARP_SIM_OPS     requests replayed per seed (default 6000)
+#   CARGO_TARGET_DIR where cargo builds (default: target/ at the repo root)
+#
+# Exit status: 0 if every run passed, else the exit code of the first failure
+# (3 correctness, 4 crash, 5 liveness; see `sim --help`).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+random_seeds="${WARP_SIM_SEEDS:-3}"
+ops="${WARP_SIM_OPS:-6000}"
+trace="corpora/traces/zipf-1.0.txt.gz"
+common=(--trace "$trace" --workers 4 --faults --write-fraction 0.1 --ops "$ops")
+fixed_seeds=(1 2 3 4 5 6 7 8)
+seed_file="corpora/sim-seeds/seeds.txt"
+
+cargo build --release -p sim --quiet
+sim="${CARGO_TARGET_DIR:-$root/target}/release/sim"
+start_s=$(date +%s)
+status=0
+
+# Seeds that once failed (first field of each non-comment line), then the fixed ones.
+seeds=()
+if [ -f "$seed_file" ]; then
+  while read -r seed _; do
+    case "$seed" in ''|'#'*) continue ;; esac
+    seeds+=("$seed")
+  done < "$seed_file"
+fi
+seeds+=("${fixed_seeds[@]}")
+
+echo "sim smoke: ${common[*]}"
+for seed in "${seeds[@]}"; do
+  set +e
+  out=$("$sim" "${common[@]}" --seed "$seed" 2>&1)
+  rc=$?
+  set -e
+  verdict=$(printf '%s\n' "$out" | sed -n 's/^result *//p')
+  recovered=$(printf '%s\n' "$out" | sed -n 's/^  recovery *\([0-9]* of [0-9]* kills recovered\).*within \([0-9.]* ms\).*/\1 (slowest \2)/p')
+  wall=$(printf '%s\n' "$out" | sed -n 's/^  wall *//p')
+  echo "seed=$seed $verdict; $recovered; $wall"
+  if [ "$rc" -ne 0 ]; then
+    printf '%s\n' "$out" | sed 's/^/    /'
+    echo "  replay: cargo run --release -p sim -- ${common[*]} --seed $seed"
+    [ "$status" -ne 0 ] || status=$rc
+  fi
+done
+
+echo "sim smoke: serial schedule, no faults: every result must equal the reference SIEVE"
+set +e
+out=$("$sim" --trace corpora/traces/mixed.txt.gz --workers 3 --serial --ops 20000 --seed 11 2>&1)
+rc=$?
+set -e
+printf '%s\n' "$out" | grep -E '^(seed=|checks|result)' | sed 's/^/  /'
+if [ "$rc" -ne 0 ]; then
+  printf '%s\n' "$out" | sed 's/^/    /'
+  [ "$status" -ne 0 ] || status=$rc
+fi
+
+echo "sim smoke: concurrency stress (no faults): 2 workers, batches up to 2000, 50% writes"
+set +e
+"$sim" --trace "$trace" --workers 2 --batch-max 2000 --write-fraction 0.5 --seeds 3 --seed 100
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || [ "$status" -ne 0 ] || status=$rc
+
+if [ "$random_seeds" -gt 0 ]; then
+  echo "sim smoke: $random_seeds random seeds"
+  set +e
+  "$sim" "${common[@]}" --seeds "$random_seeds"
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    echo "  a random seed failed: add it to $seed_file with a comment once understood"
+    [ "$status" -ne 0 ] || status=$rc
+  fi
+fi
+
+echo "sim smoke: done in $(( $(date +%s) - start_s ))s, status $status"
+exit "$status"
