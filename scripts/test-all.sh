@@ -39,10 +39,18 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (core, sim, cross-crate tests; INSTA_UPDATE=no)"
 INSTA_UPDATE=no CI=true cargo test --workspace --exclude warp-cache-python
 
-step "build the extension with maturin (release) into the venv"
-(cd python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --release --quiet)
+# The failpoints feature compiles in test-only hooks (armed only by WARP_CACHE_FAILPOINT or
+# _set_failpoint) so the crash tests can stop a process inside the writer lock.
+step "build the extension with maturin (release, failpoints for the crash tests) into the venv"
+(cd python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --release --features failpoints --quiet)
 
 step "pytest under PYTHONMALLOC=debug"
 PYTHONMALLOC=debug "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
+
+step "type stubs match the module (mypy.stubtest)"
+"$venv/bin/python" -m mypy.stubtest warp_cache
+
+step "simulator smoke: multi-process replay with faults, fixed + ${WARP_SIM_SEEDS:-3} random seeds"
+bash scripts/sim-smoke.sh
 
 step "done in $(( $(date +%s) - start_s ))s"
