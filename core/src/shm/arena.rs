@@ -163,10 +163,14 @@ impl<'a> Arena<'a> {
         }
         let tail = chunks.remainder();
         if !tail.is_empty() {
-            let mut bytes = [0u8; WORD_BYTES];
-            bytes[..tail.len()].copy_from_slice(tail);
+            // Assembled byte by byte: a variable-length copy into a padded buffer would call
+            // memcpy on every hit (most keys end in a partial word).
+            let padded = tail
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i));
             let last = &words[words.len() - 1];
-            if last.load(Relaxed) != u64::from_le_bytes(bytes) {
+            if last.load(Relaxed) != padded {
                 return false;
             }
         }

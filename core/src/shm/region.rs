@@ -615,6 +615,13 @@ impl Mapping {
         bus::fault_count() != 0 && self.bus_slot.is_some_and(bus::faulted)
     }
 
+    /// Whether the SIGBUS safety net watches this mapping (INV-S6): a truncation under it is
+    /// then flagged by [`Mapping::faulted`] instead of killing the process.
+    #[inline]
+    pub fn guarded(&self) -> bool {
+        self.bus_slot.is_some()
+    }
+
     /// The mapping as words. Page-aligned, so every word is aligned.
     pub fn words(&self) -> &[AtomicU64] {
         // SAFETY: `ptr` is a live mapping of `len_bytes` (a multiple of 8) bytes, page-aligned

@@ -65,6 +65,8 @@ const READ_ODD_SPINS_MAX: u32 = 200_000;
 const READ_RETRIES: u32 = 64;
 /// Files are re-checked for replacement at most this often (inserts).
 const FILE_CHECK_EVERY_NS: u64 = 100_000_000;
+/// A thread samples its CPU (for the counter stripe) once per this many counted reads.
+const STRIPE_REFRESH_COUNTS: u32 = 256;
 /// Generations of files a store may move through (replaced or truncated files).
 const MAX_GENERATIONS: usize = 8;
 /// Attempts to open a stable pair of files while other processes create or replace them.
@@ -162,6 +164,7 @@ enum Backing {
 }
 
 impl Backing {
+    #[inline(always)]
     fn words(&self) -> &[AtomicU64] {
         match self {
             Backing::Mapped(mapping) => mapping.words(),
@@ -181,6 +184,15 @@ impl Backing {
     fn intact(&self) -> bool {
         match self {
             Backing::Mapped(mapping) => !mapping.faulted() && mapping.file_covers_mapping(),
+            Backing::Heap(_) => true,
+        }
+    }
+
+    /// Whether the SIGBUS safety net watches this mapping (heap words cannot be truncated).
+    #[inline]
+    fn guarded(&self) -> bool {
+        match self {
+            Backing::Mapped(mapping) => mapping.guarded(),
             Backing::Heap(_) => true,
         }
     }
@@ -231,6 +243,7 @@ struct View<'a> {
 }
 
 impl<'a> View<'a> {
+    #[inline(always)]
     fn new(geometry: &Geometry, generation: &'a Generation) -> Option<View<'a>> {
         let data = generation.data.words();
         let lock_words = generation.lock.words();
@@ -270,7 +283,13 @@ impl<'a> View<'a> {
         if stripes == 0 {
             return;
         }
-        let stripe = super::raw::current_cpu() as usize % stripes;
+        let hint = stripe_hint() as usize;
+        // The layout's stripe count is a power of two: a mask, not a division, per count.
+        let stripe = if stripes.is_power_of_two() {
+            hint & (stripes - 1)
+        } else {
+            hint % stripes
+        };
         if let Some(counter) = self.stripe_word(stripe, field) {
             counter.fetch_add(1, Relaxed);
         }
@@ -285,6 +304,32 @@ impl<'a> View<'a> {
     fn slots(&self) -> ShmSlots<'a> {
         ShmSlots::new(self.arena)
     }
+}
+
+/// The calling thread's counter stripe hint: its CPU, sampled once per
+/// [`STRIPE_REFRESH_COUNTS`] counts instead of on every read (`sched_getcpu` was ~30
+/// instructions of a ~40 ns hit). A migrated thread, or a forked child that inherited its
+/// parent's hint, moves to its own CPU's stripe within that many counts. Only contention
+/// depends on the stripe, never a count's correctness.
+#[inline]
+fn stripe_hint() -> u32 {
+    use std::cell::Cell;
+    thread_local! {
+        /// (cpu, counts left before the next sample)
+        static HINT: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+    HINT.try_with(|hint| {
+        let (cpu, left) = hint.get();
+        if left == 0 {
+            let cpu = super::raw::current_cpu();
+            hint.set((cpu, STRIPE_REFRESH_COUNTS));
+            cpu
+        } else {
+            hint.set((cpu, left - 1));
+            cpu
+        }
+    })
+    .unwrap_or_else(|_| super::raw::current_cpu())
 }
 
 /// Holds the writer lock; releases it on drop (also on unwinding).
@@ -657,6 +702,7 @@ impl ShmStore {
         self.geometry.region_bytes
     }
 
+    #[inline(always)]
     fn generation(&self) -> &Generation {
         let index = self.current.load(std::sync::atomic::Ordering::Acquire);
         self.generations[index.min(MAX_GENERATIONS - 1)]
@@ -671,6 +717,7 @@ impl ShmStore {
         generation.data.faulted() || generation.lock.faulted()
     }
 
+    #[inline(always)]
     fn view(&self) -> Result<View<'_>> {
         View::new(&self.geometry, self.generation()).ok_or_else(|| {
             Error::new(
@@ -994,6 +1041,23 @@ impl ShmStore {
             return Ok(InsertOutcome::Skipped(SkipReason::ZeroTtl));
         }
         self.check_files(false)?;
+        let mut outcome = self.insert_once(key, hash, value, now_ns)?;
+        if region::bus_fault_count() != 0 && self.generation_faulted() {
+            // The files were truncated under us (found without an fstat, INV-S6): the write
+            // may have gone to private zero pages. Move to fresh files and write once more.
+            self.check_files(true)?;
+            outcome = self.insert_once(key, hash, value, now_ns)?;
+        }
+        Ok(outcome)
+    }
+
+    fn insert_once(
+        &self,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        now_ns: u64,
+    ) -> Result<InsertOutcome> {
         let view = self.view()?;
         let Some(guard) = self.lock(&view, LOCK_WAIT) else {
             return Ok(InsertOutcome::Skipped(SkipReason::LockBusy));
@@ -1067,7 +1131,7 @@ impl ShmStore {
         let hash = key_hash(key);
         self.check_files(false)?;
         let view = self.view()?;
-        let Some(_guard) = self.lock(&view, LOCK_WAIT) else {
+        let Some(guard) = self.lock(&view, LOCK_WAIT) else {
             return Ok(false);
         };
         let removed = self.write_section(&view, |v| {
@@ -1079,6 +1143,11 @@ impl ShmStore {
                 None => Ok(false),
             }
         });
+        drop(guard);
+        if region::bus_fault_count() != 0 && self.generation_faulted() {
+            // Truncated under us (INV-S6): the fresh files start empty, so the key is gone.
+            self.check_files(true)?;
+        }
         Ok(removed.unwrap_or(false))
     }
 
@@ -1113,6 +1182,16 @@ impl ShmStore {
     /// Shared counters and the current number of entries.
     pub fn info(&self) -> Result<ShmInfo> {
         self.check_files(false)?;
+        let info = self.info_once()?;
+        if region::bus_fault_count() != 0 && self.generation_faulted() {
+            // Read through a truncated mapping (INV-S6): read the fresh files instead.
+            self.check_files(true)?;
+            return self.info_once();
+        }
+        Ok(info)
+    }
+
+    fn info_once(&self) -> Result<ShmInfo> {
         let view = self.view()?;
         Ok(ShmInfo {
             hits: view.sum(word!(CounterStripe, hits)),
@@ -1248,10 +1327,20 @@ impl ShmStore {
             return Ok(());
         };
         let generation = self.generation();
-        let truncated = !generation.data.intact() || !generation.lock.intact();
         let now = super::raw::clock_monotonic_ns().unwrap_or(0);
         let last = self.last_file_check_ns.load(Relaxed);
-        let check_names = force || truncated || now.saturating_sub(last) >= FILE_CHECK_EVERY_NS;
+        let due = force || now.saturating_sub(last) >= FILE_CHECK_EVERY_NS;
+        // Two fstat calls cost ~0.8 us, most of an insert. With both mappings watched by the
+        // SIGBUS safety net (INV-S6), a truncation is flagged the moment an access touches a
+        // page past the end (callers re-check the flag after such accesses), so the sizes are
+        // only checked with the rate-limited name check. Unwatched mappings check every time.
+        let guarded = generation.data.guarded() && generation.lock.guarded();
+        let truncated = if due || !guarded {
+            !generation.data.intact() || !generation.lock.intact()
+        } else {
+            generation.data.faulted() || generation.lock.faulted()
+        };
+        let check_names = due || truncated;
         if !check_names {
             return Ok(());
         }
@@ -1665,6 +1754,57 @@ mod tests {
             store.insert(b"new", b"value", 1).unwrap();
             assert!(store.get(b"new", 1, &mut out).unwrap(), "{victim}");
             assert_eq!(out, b"value");
+            store.validate().unwrap();
+            let fresh = store.paths().unwrap();
+            let len = std::fs::metadata(&fresh.data).unwrap().len();
+            assert_eq!(len, store.region_bytes(), "{victim}: replaced, full size");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_insert_right_after_a_truncation_lands_in_fresh_files() {
+        // Inserts no longer fstat the files each time (INV-S6 flags the truncation instead):
+        // the first insert after one must still end up stored, in fresh full-size files.
+        let dir = std::env::temp_dir().join(format!(
+            "warp_store_trunc_insert_{}_{}",
+            std::process::id(),
+            super::super::raw::clock_monotonic_ns().unwrap_or(0)
+        ));
+        for victim in ["data", "lock"] {
+            let store = ShmStore::open(ShmConfig {
+                dir: Some(dir.clone()),
+                name: format!("trunc_insert_{victim}"),
+                ..config(64)
+            })
+            .unwrap();
+            for k in 0..8u8 {
+                store.insert(&[k], &[k; 40], 1).unwrap();
+            }
+            let paths = store.paths().unwrap();
+            let path = if victim == "data" {
+                &paths.data
+            } else {
+                &paths.lock
+            };
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            assert!(matches!(
+                store.insert(b"fresh", b"value", 1).unwrap(),
+                InsertOutcome::Inserted { .. }
+            ));
+            let mut out = Vec::new();
+            assert!(store.get(b"fresh", 1, &mut out).unwrap(), "{victim}");
+            assert_eq!(out, b"value");
+            assert!(
+                !store.get(&[0], 1, &mut out).unwrap(),
+                "{victim}: old entries gone"
+            );
+            assert_eq!(store.info().unwrap().current_size, 1, "{victim}");
             store.validate().unwrap();
             let fresh = store.paths().unwrap();
             let len = std::fs::metadata(&fresh.data).unwrap().len();
