@@ -53,4 +53,10 @@ step "type stubs match the module (mypy.stubtest)"
 step "simulator smoke: multi-process replay with faults, fixed + ${WARP_SIM_SEEDS:-3} random seeds"
 bash scripts/sim-smoke.sh
 
+step "concurrency: shuttle schedules of the stores' locking and the seqlock, loom model of its ordering"
+bash scripts/concurrency-tests.sh
+
+step "fuzz smoke: codec, arena, region for ${fuzz_seconds}s each (nightly cargo-fuzz)"
+WARP_FUZZ_SECONDS="$fuzz_seconds" bash scripts/fuzz-smoke.sh
+
 step "done in $(( $(date +%s) - start_s ))s"
