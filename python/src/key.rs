@@ -178,6 +178,62 @@ unsafe fn new_tuple_raw(items: &[*mut ffi::PyObject]) -> Result<OwnedTuple, ()> 
     Ok(OwnedTuple(tuple))
 }
 
+/// A new tuple of `len` items taken from `items` (each gets a new reference), without an
+/// intermediate buffer; on failure the error indicator is set. Allocates: may run the garbage
+/// collector, so never call it with the store borrowed.
+///
+/// # Safety
+/// `items` yields exactly `len` live objects; the thread is attached.
+unsafe fn new_tuple_from(
+    len: usize,
+    items: impl Iterator<Item = *mut ffi::PyObject>,
+) -> Result<OwnedTuple, ()> {
+    // SAFETY: PyTuple_New returns a new reference or NULL with an exception set.
+    let tuple = unsafe { ffi::PyTuple_New(len as ffi::Py_ssize_t) };
+    let tuple = OwnedTuple(NonNull::new(tuple).ok_or(())?);
+    for (index, item) in items.take(len).enumerate() {
+        // SAFETY: `tuple` is brand new with `len` empty places (`take` keeps `index` below
+        // it); each item is live and gets the new reference the tuple steals.
+        unsafe {
+            ffi::Py_INCREF(item);
+            ffi::PyTuple_SET_ITEM(tuple.as_ptr(), index as ffi::Py_ssize_t, item);
+        }
+    }
+    Ok(tuple)
+}
+
+/// Keyword counts up to which [`CallKey::from_parts`] sorts on the stack.
+const SMALL_KEYWORDS: usize = 8;
+
+/// Writes into `order` (as long as `names`) the indices of `names` sorted like
+/// [`keyword_order`] does (insertion sort, no allocation). On failure (a name that is not a
+/// string) the error indicator is set.
+///
+/// # Safety
+/// Every pointer in `names` is a live object; the thread is attached.
+unsafe fn sort_small(names: &[*mut ffi::PyObject], order: &mut [usize]) -> Result<(), ()> {
+    for (i, slot) in order.iter_mut().enumerate() {
+        *slot = i;
+    }
+    for i in 1..order.len() {
+        let mut j = i;
+        while j > 0 {
+            // SAFETY: live names (caller contract); comparing strings runs no Python code.
+            let c = unsafe { ffi::PyUnicode_Compare(names[order[j - 1]], names[order[j]]) };
+            // SAFETY: attached thread; reads the error indicator only.
+            if c == -1 && unsafe { !ffi::PyErr_Occurred().is_null() } {
+                return Err(());
+            }
+            if c <= 0 {
+                break;
+            }
+            order.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    Ok(())
+}
+
 /// [`new_tuple_raw`] as a `Py`.
 ///
 /// # Safety
@@ -254,6 +310,33 @@ impl KeyView<'_> {
     }
 }
 
+/// Items of a [`KIND_KW`] key of up to this many items are kept in a [`KwItems`] buffer on
+/// the caller's stack: a hit with keywords then builds no tuple (the tuple is made on a miss,
+/// to be stored).
+pub const INLINE_KW_ITEMS: usize = 16;
+
+/// Stack room for the items of a keyword call's key (borrowed pointers: positional arguments,
+/// the marker, then name/value pairs in name order). The caller declares one and lends it to
+/// [`CallKey::from_parts`] for as long as the key lives.
+pub struct KwItems {
+    items: [*mut ffi::PyObject; INLINE_KW_ITEMS],
+}
+
+impl KwItems {
+    #[inline(always)]
+    pub fn new() -> Self {
+        KwItems {
+            items: [ptr::null_mut(); INLINE_KW_ITEMS],
+        }
+    }
+}
+
+impl Default for KwItems {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The key of one call, borrowed from its arguments where possible.
 pub struct CallKey<'a> {
     kind: u8,
@@ -261,8 +344,10 @@ pub struct CallKey<'a> {
     args: &'a [*mut ffi::PyObject],
     /// The caller's argument tuple when the call came with one (reused as the stored key).
     args_tuple: *mut ffi::PyObject,
-    /// [`KIND_KW`]: the key tuple.
+    /// [`KIND_KW`] with more than [`INLINE_KW_ITEMS`] items: the key tuple.
     built: Option<OwnedTuple>,
+    /// [`KIND_KW`] up to [`INLINE_KW_ITEMS`] items: the items, in a [`KwItems`] buffer.
+    kw_items: &'a [*mut ffi::PyObject],
     pub hash: u64,
 }
 
@@ -278,11 +363,12 @@ impl<'a> CallKey<'a> {
         py: Python<'_>,
         args: &'a [*mut ffi::PyObject],
         args_tuple: *mut ffi::PyObject,
-        kw_names: &[*mut ffi::PyObject],
-        kw_values: &[*mut ffi::PyObject],
+        kw_names: &'a [*mut ffi::PyObject],
+        kw_values: &'a [*mut ffi::PyObject],
+        buffer: &'a mut KwItems,
     ) -> PyResult<Self> {
         // SAFETY: caller contract.
-        let mut key = unsafe { Self::from_parts(py, args, kw_names, kw_values) }
+        let mut key = unsafe { Self::from_parts(py, args, kw_names, kw_values, buffer) }
             .map_err(|()| PyErr::fetch(py))?;
         key.args_tuple = args_tuple;
         Ok(key)
@@ -297,15 +383,27 @@ impl<'a> CallKey<'a> {
     pub unsafe fn from_parts(
         py: Python<'_>,
         args: &'a [*mut ffi::PyObject],
-        kw_names: &[*mut ffi::PyObject],
-        kw_values: &[*mut ffi::PyObject],
+        kw_names: &'a [*mut ffi::PyObject],
+        kw_values: &'a [*mut ffi::PyObject],
+        buffer: &'a mut KwItems,
     ) -> Result<Self, ()> {
         if kw_values.is_empty() {
             // SAFETY: caller contract.
             return unsafe { Self::positional(args) };
         }
-        // SAFETY: caller contract (live names, attached thread).
-        let order = unsafe { keyword_order(kw_names) }?;
+        // Up to SMALL_KEYWORDS keywords are ordered in a stack array (no allocation on the
+        // hit path); the order is `keyword_order`'s (names are distinct: one sorted order).
+        let mut small = [0usize; SMALL_KEYWORDS];
+        let heap;
+        let order: &[usize] = if kw_names.len() <= SMALL_KEYWORDS {
+            // SAFETY: caller contract (live names, attached thread).
+            unsafe { sort_small(kw_names, &mut small[..kw_names.len()]) }?;
+            &small[..kw_names.len()]
+        } else {
+            // SAFETY: caller contract (live names, attached thread).
+            heap = unsafe { keyword_order(kw_names) }?;
+            &heap
+        };
         let Some(mark) = KW_MARK.get(py) else {
             // SAFETY: attached thread.
             unsafe {
@@ -316,16 +414,35 @@ impl<'a> CallKey<'a> {
             };
             return Err(());
         };
-        let mut items: Vec<*mut ffi::PyObject> =
-            Vec::with_capacity(args.len() + 1 + 2 * order.len());
-        items.extend_from_slice(args);
-        items.push(mark.as_ptr());
-        for &index in &order {
-            items.push(kw_names[index]);
-            items.push(kw_values[index]);
+        let len = args.len() + 1 + 2 * order.len();
+        if len <= INLINE_KW_ITEMS {
+            let items = &mut buffer.items[..len];
+            let (positional, rest) = items.split_at_mut(args.len());
+            positional.copy_from_slice(args);
+            rest[0] = mark.as_ptr();
+            for (pair, &index) in rest[1..].chunks_exact_mut(2).zip(order) {
+                pair[0] = kw_names[index];
+                pair[1] = kw_values[index];
+            }
+            let kw_items = &buffer.items[..len];
+            // SAFETY: live items (caller contract, marker held by a static); attached thread,
+            // no borrow.
+            let hash = unsafe { hash_items_raw(KIND_KW, kw_items) }?;
+            return Ok(CallKey {
+                kind: KIND_KW,
+                args,
+                args_tuple: ptr::null_mut(),
+                built: None,
+                kw_items,
+                hash,
+            });
         }
+        let keywords = order
+            .iter()
+            .flat_map(|&index| [kw_names[index], kw_values[index]]);
+        let items = args.iter().copied().chain([mark.as_ptr()]).chain(keywords);
         // SAFETY: every item is live (caller contract; the marker is held by a static).
-        let built = unsafe { new_tuple_raw(&items)? };
+        let built = unsafe { new_tuple_from(len, items)? };
         // SAFETY: `built` is an exact tuple we own, its items live; attached thread, no borrow.
         let hash = unsafe { hash_items_raw(KIND_KW, tuple_items(built.as_ptr())) }?;
         Ok(CallKey {
@@ -333,6 +450,7 @@ impl<'a> CallKey<'a> {
             args,
             args_tuple: ptr::null_mut(),
             built: Some(built),
+            kw_items: &[],
             hash,
         })
     }
@@ -343,7 +461,7 @@ impl<'a> CallKey<'a> {
     ///
     /// # Safety
     /// Every pointer in `args` is a live object for `'a`; the thread is attached.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn positional(args: &'a [*mut ffi::PyObject]) -> Result<Self, ()> {
         if let [single] = args {
             // SAFETY: `single` is live (caller contract).
@@ -361,6 +479,7 @@ impl<'a> CallKey<'a> {
                     args,
                     args_tuple: ptr::null_mut(),
                     built: None,
+                    kw_items: &[],
                     hash: hash_single(py_hash),
                 });
             }
@@ -370,6 +489,7 @@ impl<'a> CallKey<'a> {
             args,
             args_tuple: ptr::null_mut(),
             built: None,
+            kw_items: &[],
             // SAFETY: caller contract (live arguments, attached thread, no borrow).
             hash: unsafe { hash_items_raw(KIND_ARGS, args) }?,
         })
@@ -380,6 +500,7 @@ impl<'a> CallKey<'a> {
         let items = match &self.built {
             // SAFETY: `built` is an exact tuple owned by `self`.
             Some(built) => unsafe { tuple_items(built.as_ptr()) },
+            None if self.kind == KIND_KW => self.kw_items,
             None => self.args,
         };
         KeyView {
@@ -399,6 +520,8 @@ impl<'a> CallKey<'a> {
                 // SAFETY: the single argument is live for `'a` (constructor contract).
                 unsafe { Py::from_borrowed_ptr(py, self.args[0]) }
             }
+            // SAFETY: the items are live for `'a` (constructor contract).
+            (None, KIND_KW) => unsafe { new_tuple(py, self.kw_items)? }.into_any(),
             (None, _) if !self.args_tuple.is_null() => {
                 // SAFETY: `args_tuple` is a live exact tuple of these arguments.
                 unsafe { Py::from_borrowed_ptr(py, self.args_tuple) }
@@ -422,11 +545,16 @@ impl<'a> CallKey<'a> {
         let object = match (&self.built, self.kind) {
             (Some(built), _) => built.as_ptr(),
             (None, KIND_SINGLE) => self.args[0],
-            (None, _) if !self.args_tuple.is_null() => self.args_tuple,
-            (None, _) => {
-                // SAFETY: the arguments are live for `'a`; caller contract (attached, no
-                // borrow). The new tuple's reference moves into the key.
-                let built = std::mem::ManuallyDrop::new(unsafe { new_tuple_raw(self.args) }?);
+            (None, kind) if kind == KIND_ARGS && !self.args_tuple.is_null() => self.args_tuple,
+            (None, kind) => {
+                let items = if kind == KIND_KW {
+                    self.kw_items
+                } else {
+                    self.args
+                };
+                // SAFETY: the items are live for `'a`; caller contract (attached, no borrow).
+                // The new tuple's reference moves into the key.
+                let built = std::mem::ManuallyDrop::new(unsafe { new_tuple_raw(items) }?);
                 // SAFETY: an owned reference to a live tuple.
                 let object = unsafe { Py::from_owned_ptr(py, built.as_ptr()) };
                 return Ok(StoredKey {

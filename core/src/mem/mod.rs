@@ -2,7 +2,9 @@
 //! tests use plain types and the Python adapter stores Python objects.
 //!
 //! * [`MemStore`] is the single-threaded store: a `hashbrown::HashTable` of slot indices keyed
-//!   by the caller's 64-bit hash, a vector of slots holding key, value, stamp and generation,
+//!   by the caller's 64-bit hash (each beside 32 check bits of that hash, so that a false match
+//!   of hashbrown's 7-bit tag never loads the slot, INV-M5), a vector of slots holding key,
+//!   value, stamp and generation,
 //!   and the one SIEVE list ([`crate::policy`] over [`crate::policy::VecSlots`], INV-1). Exact
 //!   SIEVE over the whole cache: never more than `max_size` entries, every slot used before
 //!   the first eviction, slot storage allocated as entries arrive.
@@ -20,6 +22,12 @@
 //!   re-checks the reference's generation (INV-M1 in the report / ARCHITECTURE);
 //! * the *typed* API ([`MemStore::get_value`], [`MemStore::insert_value`], ...) hashes `K` with a
 //!   fixed hasher; the simulator and the model tests use it.
+//!
+//! Callers of the raw API choose the hash, and with it the memory layout of big stores: the
+//! bucket is `hash & mask` (hashbrown's h1) and the tag `hash >> 57`. The Python adapter keeps
+//! blocks of consecutive int keys in consecutive buckets (`python/src/key.rs`), so a store of
+//! a million sequential ints is walked in memory order; any hash with well-mixed top bits and
+//! no long runs of equal low bits works.
 //!
 //! Semantics equal [`crate::model::SieveModel`] exactly (same hits, same victims, same order):
 //! an expired entry found by a lookup is removed, inserting a present key updates it in place

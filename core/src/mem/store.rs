@@ -94,8 +94,9 @@ struct Slot<K, V> {
 
 /// The in-process store. See the module docs for the two APIs and the semantics.
 pub struct MemStore<K, V> {
-    /// Occupied slots, keyed by their entry's stored hash.
-    table: HashTable<SlotIndex>,
+    /// Occupied slots, keyed by their entry's stored hash, each with [`hash_check`] of that
+    /// hash (INV-M5).
+    table: HashTable<(SlotIndex, u32)>,
     /// Slot storage, grown one slot at a time as entries arrive (never above `max_size`).
     slots: Vec<Slot<K, V>>,
     /// Slots emptied by a removal, reused before new slots are created.
@@ -193,31 +194,41 @@ impl<K, V> MemStore<K, V> {
 
     /// Entries whose stored hash equals `hash`, with a reference to each. No side effects.
     pub fn candidates(&self, hash: u64) -> impl Iterator<Item = (SlotRef, &K)> + '_ {
-        self.table.iter_hash(hash).filter_map(move |&slot| {
-            let stored = self.slots.get(slot as usize)?;
-            let entry = stored.entry.as_ref()?;
-            (entry.hash == hash).then_some((
-                SlotRef {
-                    slot,
-                    generation: stored.generation,
-                },
-                &entry.key,
-            ))
-        })
+        let check = hash_check(hash);
+        self.table
+            .iter_hash(hash)
+            .filter_map(move |&(slot, slot_check)| {
+                if slot_check != check {
+                    return None;
+                }
+                let stored = self.slots.get(slot as usize)?;
+                let entry = stored.entry.as_ref()?;
+                (entry.hash == hash).then_some((
+                    SlotRef {
+                        slot,
+                        generation: stored.generation,
+                    },
+                    &entry.key,
+                ))
+            })
     }
 
     /// The first candidate for `hash` whose key satisfies `eq`. No side effects.
     #[inline]
     pub fn find(&self, hash: u64, mut eq: impl FnMut(&K) -> bool) -> Option<SlotRef> {
         let slots = &self.slots;
-        let &slot = self
-            .table
-            .find(hash, |&slot| match slots.get(slot as usize) {
-                Some(Slot {
-                    entry: Some(entry), ..
-                }) => entry.hash == hash && eq(&entry.key),
-                _ => false,
-            })?;
+        let check = hash_check(hash);
+        let &(slot, _) = self.table.find(hash, |&(slot, slot_check)| {
+            // The check word is in the table's own bucket: a false tag match costs no load of
+            // the slot (a cache miss in a big store).
+            slot_check == check
+                && match slots.get(slot as usize) {
+                    Some(Slot {
+                        entry: Some(entry), ..
+                    }) => entry.hash == hash && eq(&entry.key),
+                    _ => false,
+                }
+        })?;
         Some(SlotRef {
             slot,
             generation: self.slots[slot as usize].generation,
@@ -268,11 +279,12 @@ impl<K, V> MemStore<K, V> {
 
     /// Takes the entry out of an occupied slot: drops it from the table and bumps the
     /// generation. The caller has already unlinked the slot from the SIEVE list.
+    #[inline(always)]
     fn take_entry(&mut self, slot: SlotIndex) -> Option<Entry<K, V>> {
         let stored = self.slots.get_mut(slot as usize)?;
         let entry = stored.entry.take()?;
         stored.generation = stored.generation.wrapping_add(1);
-        if let Ok(found) = self.table.find_entry(entry.hash, |&s| s == slot) {
+        if let Ok(found) = self.table.find_entry(entry.hash, |&(s, _)| s == slot) {
             found.remove();
         }
         self.version = self.version.wrapping_add(1);
@@ -343,12 +355,13 @@ impl<K, V> MemStore<K, V> {
         });
         policy::insert(&mut self.list, slot).expect("a free slot always fits in the list");
         let slots = &self.slots;
-        self.table.insert_unique(hash, slot, |&s| {
-            slots[s as usize]
-                .entry
-                .as_ref()
-                .map_or(0, |entry| entry.hash)
-        });
+        self.table
+            .insert_unique(hash, (slot, hash_check(hash)), |&(s, _)| {
+                slots[s as usize]
+                    .entry
+                    .as_ref()
+                    .map_or(0, |entry| entry.hash)
+            });
         self.version = self.version.wrapping_add(1);
         displaced
     }
@@ -489,7 +502,12 @@ impl<K, V> MemStore<K, V> {
                 return Err(format!("occupied slot {index} is not in the SIEVE list"));
             }
             let slot = index as SlotIndex;
-            if self.table.find(entry.hash, |&s| s == slot).is_none() {
+            let check = hash_check(entry.hash);
+            if self
+                .table
+                .find(entry.hash, |&(s, c)| s == slot && c == check)
+                .is_none()
+            {
                 return Err(format!("occupied slot {index} is not findable by its hash"));
             }
             if self.generation_floor > stored.generation
@@ -500,6 +518,14 @@ impl<K, V> MemStore<K, V> {
         }
         Ok(())
     }
+}
+
+/// 32 bits of a hash kept beside the slot index in the table (INV-M5): hashbrown's 7-bit tag
+/// lets about one probe in ten of a 16-wide group match a foreign entry; comparing this word
+/// first keeps those false matches from loading the slot (a random cache miss in a big store).
+#[inline(always)]
+fn hash_check(hash: u64) -> u32 {
+    (hash ^ (hash >> 32)) as u32
 }
 
 /// The fixed hash of the typed API.
@@ -684,6 +710,38 @@ mod tests {
         let displaced = store.insert(42, 3, 31, 0, |k| *k == 3);
         assert!(matches!(displaced, Displaced::Replaced(30)));
         assert_eq!(store.len(), 6);
+        store.validate().unwrap();
+    }
+
+    #[test]
+    fn hashes_sharing_bucket_and_tag_stay_apart() {
+        // Same low bits (bucket) and top 7 bits (hashbrown's tag): only the check word and
+        // the full hash tell them apart.
+        let (a, b) = (0x0000_0000_0000_0005u64, 0x0000_0001_0000_0005u64);
+        assert_ne!(hash_check(a), hash_check(b));
+        let mut store = MemStore::new(8, None).unwrap();
+        assert!(matches!(
+            store.insert_new(a, 1u32, 10, 0),
+            Displaced::Nothing
+        ));
+        assert!(matches!(
+            store.insert_new(b, 2u32, 20, 0),
+            Displaced::Nothing
+        ));
+        assert_eq!(
+            store.candidates(a).map(|(_, k)| *k).collect::<Vec<_>>(),
+            [1]
+        );
+        assert_eq!(
+            store.candidates(b).map(|(_, k)| *k).collect::<Vec<_>>(),
+            [2]
+        );
+        let at = store.find(b, |_| true).unwrap();
+        assert_eq!(store.key_at(at), Some(&2));
+        assert!(store.find(a ^ (1 << 40), |_| true).is_none());
+        store.remove(at).unwrap();
+        assert!(store.find(b, |_| true).is_none());
+        assert!(store.find(a, |k| *k == 1).is_some());
         store.validate().unwrap();
     }
 
