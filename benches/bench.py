@@ -257,7 +257,7 @@ def big_miss_rows(repeats: int, n: int) -> list[Row]:
             is_target = who == "warp_cache" and pattern == "sequential"
             rows.append(
                 Row(
-                    f"{who} miss+evict, max_size 1e6 vs 128, {pattern} int keys",
+                    f"{who}: miss+evict, 1e6 vs 128 entries, {pattern} keys",
                     "within 20% (>= 0.8x)" if is_target else "(context)",
                     medians,
                     ratios,

@@ -97,7 +97,9 @@ LINE = re.compile(r"\s*([\d,]+) \([^)]*\)\s+(\S.*)$")
 def run_valgrind(tool_args: list[str], out_file: str, contender: str, workload: str, n: int) -> None:
     cmd = ["valgrind", *tool_args, f"--{tool_args[0].split('=')[1]}-out-file={out_file}"]
     cmd += [sys.executable, os.path.abspath(__file__), "--driver", contender, workload, str(n)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # A fixed string-hash seed: the interpreter's own dict probes then repeat exactly.
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or "done hits=" not in proc.stdout:
         sys.exit(f"valgrind run failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
 

@@ -48,8 +48,10 @@ fn finish(h: u64) -> u64 {
     h ^ (h >> 32)
 }
 
-/// Keys per hash block of [`hash_single`]: 8 buckets of hashbrown's index (a `u32` each) are
-/// half a cache line, and 8 control bytes an eighth of one.
+/// log2 of the keys per hash block of [`hash_single`]: 16 consecutive ints share one random
+/// spot of the index (16 control bytes, 16 8-byte slot entries: two cache lines). Measured
+/// on the 1e6-entry miss benchmark (docs/performance.md): blocks of 8, 16 and 32 keys give
+/// 0.64x, 0.70x and 0.70x of the 128-entry speed; a fully mixed hash 0.40x.
 const BLOCK_BITS: u32 = 4;
 /// Bits of a hash that pick hashbrown's bucket (`hash & bucket_mask`); the 7 bits above are
 /// its control tag (`hash >> 57`).
@@ -58,15 +60,16 @@ const SEED_BLOCK: u64 = 0x5851_f42d_4c95_7f2d;
 const SEED_TAG: u64 = 0x2127_599b_f432_5c37;
 
 /// The hash of a single exact `int`/`str` key. Python hashes an int to itself; this keeps
-/// blocks of 8 consecutive ints together: the block (`hash >> 3`) is mixed to pick a random
-/// spot in the table, the low 3 bits stay as they are, so 8 consecutive keys sit in 8
-/// consecutive buckets (one line of hashbrown's slot array, one of its control bytes). A
-/// million-entry cache filled and evicted in int order then touches a new random line every
-/// 8 keys instead of on every key, like `functools.lru_cache`'s dict (whose probe starts at
-/// `hash & mask`) and without its weakness: blocks land at random, so dense ranges of ints
-/// never form the long runs of full buckets that slow hashbrown's probing down, and a block
-/// of 8 in a 16-wide probe group leaves room for erasures to free their bucket for good.
-/// The tag bits come from the whole key, so neighbours in a block rarely share a tag.
+/// blocks of 16 consecutive ints together: the block (`hash >> 4`) is mixed to pick a random
+/// spot in the table, the low 4 bits stay as they are, so 16 consecutive keys sit in 16
+/// consecutive buckets. A million-entry cache filled and evicted in int order then touches a
+/// new random index line every 16 keys instead of on every key, as `functools.lru_cache`'s
+/// dict does (its probe starts at `hash & mask`), without that layout's weakness in
+/// hashbrown: blocks land at random, so dense ranges of ints never form long runs of full
+/// buckets (hashbrown's probe would crawl through them: a plain `hash & mask` layout made
+/// the miss benchmark 15x slower when two dense ranges overlapped). Random keys stay random.
+/// The tag bits come from the whole key, so neighbours in a block rarely share a tag, and the
+/// store's check word (INV-M5) keeps the rest of the false tag matches off the slots.
 #[inline(always)]
 fn hash_single(py_hash: ffi::Py_hash_t) -> u64 {
     let x = py_hash as u64;
@@ -340,14 +343,13 @@ impl Default for KwItems {
 /// The key of one call, borrowed from its arguments where possible.
 pub struct CallKey<'a> {
     kind: u8,
-    /// Positional arguments, borrowed from the caller.
+    /// Positional arguments, borrowed from the caller; for a [`KIND_KW`] key of up to
+    /// [`INLINE_KW_ITEMS`] items, all its items, in the caller's [`KwItems`] buffer.
     args: &'a [*mut ffi::PyObject],
     /// The caller's argument tuple when the call came with one (reused as the stored key).
     args_tuple: *mut ffi::PyObject,
     /// [`KIND_KW`] with more than [`INLINE_KW_ITEMS`] items: the key tuple.
     built: Option<OwnedTuple>,
-    /// [`KIND_KW`] up to [`INLINE_KW_ITEMS`] items: the items, in a [`KwItems`] buffer.
-    kw_items: &'a [*mut ffi::PyObject],
     pub hash: u64,
 }
 
@@ -430,10 +432,9 @@ impl<'a> CallKey<'a> {
             let hash = unsafe { hash_items_raw(KIND_KW, kw_items) }?;
             return Ok(CallKey {
                 kind: KIND_KW,
-                args,
+                args: kw_items,
                 args_tuple: ptr::null_mut(),
                 built: None,
-                kw_items,
                 hash,
             });
         }
@@ -450,7 +451,6 @@ impl<'a> CallKey<'a> {
             args,
             args_tuple: ptr::null_mut(),
             built: Some(built),
-            kw_items: &[],
             hash,
         })
     }
@@ -479,7 +479,6 @@ impl<'a> CallKey<'a> {
                     args,
                     args_tuple: ptr::null_mut(),
                     built: None,
-                    kw_items: &[],
                     hash: hash_single(py_hash),
                 });
             }
@@ -489,7 +488,6 @@ impl<'a> CallKey<'a> {
             args,
             args_tuple: ptr::null_mut(),
             built: None,
-            kw_items: &[],
             // SAFETY: caller contract (live arguments, attached thread, no borrow).
             hash: unsafe { hash_items_raw(KIND_ARGS, args) }?,
         })
@@ -500,7 +498,6 @@ impl<'a> CallKey<'a> {
         let items = match &self.built {
             // SAFETY: `built` is an exact tuple owned by `self`.
             Some(built) => unsafe { tuple_items(built.as_ptr()) },
-            None if self.kind == KIND_KW => self.kw_items,
             None => self.args,
         };
         KeyView {
@@ -521,7 +518,7 @@ impl<'a> CallKey<'a> {
                 unsafe { Py::from_borrowed_ptr(py, self.args[0]) }
             }
             // SAFETY: the items are live for `'a` (constructor contract).
-            (None, KIND_KW) => unsafe { new_tuple(py, self.kw_items)? }.into_any(),
+            (None, KIND_KW) => unsafe { new_tuple(py, self.args)? }.into_any(),
             (None, _) if !self.args_tuple.is_null() => {
                 // SAFETY: `args_tuple` is a live exact tuple of these arguments.
                 unsafe { Py::from_borrowed_ptr(py, self.args_tuple) }
@@ -546,15 +543,10 @@ impl<'a> CallKey<'a> {
             (Some(built), _) => built.as_ptr(),
             (None, KIND_SINGLE) => self.args[0],
             (None, kind) if kind == KIND_ARGS && !self.args_tuple.is_null() => self.args_tuple,
-            (None, kind) => {
-                let items = if kind == KIND_KW {
-                    self.kw_items
-                } else {
-                    self.args
-                };
+            (None, _) => {
                 // SAFETY: the items are live for `'a`; caller contract (attached, no borrow).
                 // The new tuple's reference moves into the key.
-                let built = std::mem::ManuallyDrop::new(unsafe { new_tuple_raw(items) }?);
+                let built = std::mem::ManuallyDrop::new(unsafe { new_tuple_raw(self.args) }?);
                 // SAFETY: an owned reference to a live tuple.
                 let object = unsafe { Py::from_owned_ptr(py, built.as_ptr()) };
                 return Ok(StoredKey {
