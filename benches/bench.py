@@ -336,18 +336,38 @@ from warp_cache import cache
 def bench_shared_identity(x):
     return x
 
-keys = list(range(100)) * ({n} // 100)
-for k in keys:
-    bench_shared_identity(k)
-barrier = {barrier!r}
-if barrier:
-    # Crude start barrier: wait for the go-file.
-    while not os.path.exists(barrier):
+def main():
+    fn = bench_shared_identity
+    keys = list(range(100)) * 10
+    for k in keys:
+        fn(k)
+    # Wait for the go-file; it holds the common start time (CLOCK_MONOTONIC, the same clock in
+    # every process) and the window's length in seconds.
+    go = {barrier!r}
+    while not os.path.exists(go):
         time.sleep(0.001)
-start = time.perf_counter()
-for k in keys:
-    bench_shared_identity(k)
-print(len(keys) / (time.perf_counter() - start))
+    while True:
+        text = open(go).read().split()
+        if len(text) == 2:
+            break
+    start, window_s = float(text[0]), float(text[1])
+    while time.monotonic() < start:
+        pass
+    stop = start + window_s
+    calls = 0
+    clock = time.monotonic
+    while True:
+        for k in keys:
+            fn(k)
+        calls += len(keys)
+        now = clock()
+        if now >= stop:
+            break
+    # Calls made and when this process stopped: the parent divides all calls by the window
+    # from the common start to the last stop, so processes that did not overlap count once.
+    print(calls, now)
+
+main()
 """
 
 
@@ -387,9 +407,14 @@ def shared_rows(repeats: int, n: int) -> list[Row]:
         }
         rows.append(compare("shared, Zipf over 2000 keys, size 256", "(report)", make_z, zipf_calls, n, repeats, subject="warp_cache shared"))
 
-        def aggregate(procs: int) -> float:
+        def aggregate(procs: int, window_s: float = 1.0) -> float:
+            """Calls per second of `procs` worker processes hammering one shared cache over a
+            common window: every worker starts at the same CLOCK_MONOTONIC instant and stops
+            after `window_s`; the rate is all their calls divided by the time from that start
+            to the last worker's stop (not a sum of per-process rates, which would count two
+            processes that ran one after the other as a 2x speed-up)."""
             go = os.path.join(tmp, f"go-{procs}-{time.monotonic_ns()}")
-            code = SHARED_WORKER.format(here=os.path.join(HERE, ".."), n=n, barrier=go)
+            code = SHARED_WORKER.format(here=os.path.join(HERE, ".."), barrier=go)
             env = dict(os.environ, WARP_CACHE_DIR=tmp)
             # A script file, not `-c`: code without a file is never shared between processes
             # (warp_cache/_shared.py), and the workers must share one cache.
@@ -397,10 +422,17 @@ def shared_rows(repeats: int, n: int) -> list[Row]:
             with open(script, "w") as out:
                 out.write(code)
             ps = [subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, env=env, text=True) for _ in range(procs)]
-            time.sleep(0.5 + 0.2 * procs)
-            open(go, "w").close()
-            rates = [float(p.communicate()[0].strip()) for p in ps]
-            return sum(rates)
+            time.sleep(0.5 + 0.2 * procs)  # imports and warm-up
+            start = time.monotonic() + 0.05
+            with open(go + ".tmp", "w") as out:
+                out.write(f"{start!r} {window_s!r}")
+            os.rename(go + ".tmp", go)
+            results = [p.communicate()[0].split() for p in ps]
+            if any(p.returncode != 0 for p in ps):
+                raise RuntimeError("a shared-backend benchmark worker failed")
+            calls = sum(int(r[0]) for r in results)
+            last_stop = max(float(r[1]) for r in results)
+            return calls / (last_stop - start)
 
         one, two = [], []
         for _ in range(repeats):

@@ -633,10 +633,11 @@ mod shm_targets {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    /// Deterministic bytes for the fuzz bodies' unit tests (xorshift; `seed` picks the stream).
+    pub(crate) fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..len)
             .map(|_| {

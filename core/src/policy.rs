@@ -230,6 +230,18 @@ pub fn select_victim<S: SieveSlots + ?Sized>(slots: &mut S) -> Result<SlotIndex,
     Ok(hand)
 }
 
+/// The slot the next [`select_victim`] looks at first: the hand, or the tail when the hand is
+/// parked. Read-only (no visited bit changes); [`NO_SLOT`] for an empty list. The entry there
+/// is the next victim unless its visited bit is set.
+pub fn next_candidate<S: SieveSlots + ?Sized>(slots: &S) -> SlotIndex {
+    let hand = slots.hand();
+    if hand == NO_SLOT {
+        slots.tail()
+    } else {
+        hand
+    }
+}
+
 /// Evicts one entry: selects the victim, unlinks it and leaves the hand on its predecessor.
 /// Returns the freed slot; the caller drops its key and value and frees it.
 pub fn evict<S: SieveSlots + ?Sized>(slots: &mut S) -> Result<SlotIndex, PolicyError> {

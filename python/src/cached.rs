@@ -37,6 +37,7 @@ use crate::cell::{count_hit, count_miss, Store, StoreCell};
 use crate::errors::{guard, panic_message, to_py};
 use crate::info::CacheInfo;
 use crate::key::{self, CallKey, KeyView, KwItems, Quick, StoredKey};
+use crate::prefetch;
 
 extern "C" {
     /// `PyMethod_New` of the C API (a bound method), not declared by pyo3-ffi.
@@ -224,6 +225,7 @@ impl CachedFunction {
             if store.version() == miss.version {
                 let now_ns = clock(&store);
                 let displaced = store.insert_new(key.hash, stored, value, now_ns);
+                prefetch::after_miss(&store, &key, &displaced);
                 drop(store);
                 // SAFETY: attached thread, the borrow has ended.
                 unsafe { release_displaced(displaced) };

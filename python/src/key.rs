@@ -79,6 +79,29 @@ fn hash_single(py_hash: ffi::Py_hash_t) -> u64 {
     (low & BUCKET_BITS) | (tag & !BUCKET_BITS)
 }
 
+/// For an exact `int` `x` that starts a block (`x % 16 == 0`): the hash [`hash_single`] gives
+/// `x + 16`, the first key of the next block; `None` for any other object. A miss on `x`
+/// prefetches that block's index lines (the store's `prefetch_home`), for the new key and for
+/// the evicted one, so that a loop over consecutive ints finds each new block in cache, as the
+/// hardware prefetcher serves `lru_cache`'s dict (docs/performance.md). Once per block, not
+/// per key: a prefetch that misses the TLB is not free.
+///
+/// # Safety
+/// `object` is a live object; the thread is attached.
+#[inline]
+unsafe fn next_block_hash(object: *mut ffi::PyObject) -> Option<u64> {
+    // SAFETY: live object (function contract); an exact int's hash runs no Python code and
+    // cannot fail.
+    let py_hash = unsafe {
+        if ffi::PyLong_CheckExact(object) == 0 {
+            return None;
+        }
+        ffi::PyObject_Hash(object)
+    };
+    let block_start = py_hash & ((1 << BLOCK_BITS) - 1) == 0;
+    block_start.then(|| hash_single(py_hash.wrapping_add(1 << BLOCK_BITS)))
+}
+
 /// Hashes items in order with `hash()`; may run Python code (`__hash__`). On failure the
 /// Python error indicator is set and `Err(())` returned.
 ///
@@ -257,6 +280,17 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
+    /// The hash of the first key of the next block, for a single exact `int` key (see
+    /// [`next_block_hash`]); `None` for any other key.
+    #[inline]
+    pub fn next_block_hash(&self) -> Option<u64> {
+        if self.kind != KIND_SINGLE {
+            return None;
+        }
+        // SAFETY: `object` is a live object we hold a reference to.
+        unsafe { next_block_hash(self.object.as_ptr()) }
+    }
+
     pub fn clone_ref(&self, py: Python<'_>) -> StoredKey {
         StoredKey {
             kind: self.kind,
@@ -491,6 +525,17 @@ impl<'a> CallKey<'a> {
             // SAFETY: caller contract (live arguments, attached thread, no borrow).
             hash: unsafe { hash_items_raw(KIND_ARGS, args) }?,
         })
+    }
+
+    /// The hash of the first key of the next block, for a single exact `int` key (see
+    /// [`next_block_hash`]); `None` for any other key.
+    #[inline]
+    pub fn next_block_hash(&self) -> Option<u64> {
+        match self.args {
+            // SAFETY: `single` is a live object for `'a` (constructor contract).
+            [single] if self.kind == KIND_SINGLE => unsafe { next_block_hash(*single) },
+            _ => None,
+        }
     }
 
     #[inline]

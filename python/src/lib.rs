@@ -10,6 +10,7 @@ mod convert;
 mod errors;
 mod info;
 mod key;
+mod prefetch;
 mod shared;
 
 use pyo3::prelude::*;

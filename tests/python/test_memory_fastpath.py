@@ -212,3 +212,32 @@ def test_sliding_window_of_ints_with_evictions_matches_a_plain_model():
     # The newest entry sits at the head of the SIEVE list: a hit.
     assert f(last) == 3 * last
     assert f.cache_info().misses == info.misses
+
+
+def test_big_caches_with_prefetch_hints_keep_every_value_and_sieve_order():
+    # Above 2**16 index buckets the miss path issues prefetch hints (python/src/prefetch.rs):
+    # for the next victim, and for the next block of consecutive int keys (new and evicted).
+    # Hints must change nothing: ints (ascending, block starts and not, negative, huge), strs
+    # and tuples all come back right, and an all-miss run keeps exactly the newest max_size.
+    size = 70_000
+    calls = []
+
+    @cache(max_size=size)
+    def f(x):
+        calls.append(x)
+        return ("v", x)
+
+    keys = list(range(-size, 2 * size)) + [2**62 + i for i in range(0, 64, 3)]
+    keys += [str(i) for i in range(1000)] + [(i, i) for i in range(1000)]
+    for k in keys:
+        assert f(k) == ("v", k)
+    assert len(calls) == len(keys)
+    info = f.cache_info()
+    assert (info.hits, info.misses, info.current_size) == (0, len(keys), size)
+    newest = keys[-size:]
+    calls.clear()
+    for k in reversed(newest):
+        assert f(k) == ("v", k)
+    assert calls == [], "an entry among the newest max_size was evicted"
+    assert f(keys[-size - 1]) == ("v", keys[-size - 1])
+    assert calls == [keys[-size - 1]], "an entry older than the newest max_size was kept"

@@ -172,8 +172,9 @@ fn a_truncated_data_file_is_replaced_by_the_next_insert() {
         .unwrap()
         .set_len(100)
         .unwrap();
-    // The insert's fstat check sees the shrink before touching the mapping and moves to a
-    // fresh file (the mapping of the short file is never touched again).
+    // The insert notices the shrink (its periodic fstat check, or the SIGBUS safety net the
+    // moment it touches a page past the new end, INV-S6) and moves to a fresh file; the
+    // mapping of the short file is never used again.
     assert_eq!(
         live.insert(b"k2", b"v2", 0).unwrap(),
         InsertOutcome::Inserted { evicted: false }

@@ -172,18 +172,7 @@ pub fn fuzz_image(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::fuzz_targets::tests::pseudo_random;
 
     #[test]
     fn ops_body_on_pseudo_random_inputs() {
