@@ -22,6 +22,9 @@ Workloads (the rows of benches/bench.py):
   miss128  all-miss at max_size=128 (sequential int keys, every call evicts)
   miss1e6  all-miss at max_size=1,000,000 (same loop; compare with miss128: O(1) eviction)
   zipf     Zipf(1.0) over 2000 keys, max_size=256
+  shit1    shared backend (`backend="shared"`), pure hit, one int argument (as hit1, size 256);
+           the cache files go to a temporary WARP_CACHE_DIR
+  szipf    shared backend, Zipf(1.0) over 2000 keys, max_size=256
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 
-WORKLOADS = ("hit1", "hit2", "kw", "miss128", "miss1e6", "zipf")
+WORKLOADS = ("hit1", "hit2", "kw", "miss128", "miss1e6", "zipf", "shit1", "szipf")
 ZIPF_KEYS = 200_000
 # The simulated caches, given explicitly: valgrind's autodetection on this VM reports a 320 MiB
 # direct-mapped L3. These are the machine's (lscpu): 32 KiB 8-way L1d per core, 32 MiB 16-way L3.
@@ -55,9 +58,18 @@ def driver(contender: str, workload: str, n: int) -> None:
     def pair(a, b=0):
         return a + b
 
-    size = {"miss1e6": 1_000_000, "zipf": 256, "hit2": 256, "kw": 256}.get(workload, 128)
+    shared = workload.startswith("s")
+    size = {"miss1e6": 1_000_000, "zipf": 256, "hit2": 256, "kw": 256, "shit1": 256, "szipf": 256}.get(workload, 128)
     func = pair if workload in ("hit2", "kw") else identity
-    fn = functools.lru_cache(maxsize=size)(func) if contender == "lru" else cache(max_size=size)(func)
+    if contender == "lru":
+        fn = functools.lru_cache(maxsize=size)(func)
+    elif shared:
+        # Never the user's real cache directory; a fresh one per run (no entries left over).
+        os.environ["WARP_CACHE_DIR"] = tempfile.mkdtemp(prefix="warp-cg-")
+        fn = cache(max_size=size, backend="shared")(func)
+    else:
+        fn = cache(max_size=size)(func)
+    workload = workload[1:] if shared else workload
 
     if workload in ("hit1", "hit2", "kw"):
         keys = (list(range(100)) * (n // 100 + 1))[:n]
@@ -87,6 +99,10 @@ def driver(contender: str, workload: str, n: int) -> None:
     gc.disable()
     call_all(fn, keys)
     info = fn.cache_info()
+    if shared and contender != "lru":
+        import shutil
+
+        shutil.rmtree(os.environ["WARP_CACHE_DIR"], ignore_errors=True)
     print(f"done hits={info.hits} misses={info.misses}")
 
 

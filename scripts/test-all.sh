@@ -34,13 +34,10 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-# No free-threaded interpreter here: compile and lint the adapter's Py_GIL_DISABLED variant
-# against a described 3.13t interpreter (python/free-threaded/README.md). Own target dir, so
-# that the normal build's pyo3 configuration is left alone.
-step "cargo clippy -D warnings, free-threaded (Py_GIL_DISABLED) build of the adapter"
-PYO3_CONFIG_FILE="$root/python/free-threaded/pyo3-config.txt" \
-  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}/free-threaded" \
-  cargo clippy -p warp-cache-python --all-targets -- -D warnings
+# No free-threaded interpreter, Windows or macOS here: compile and lint those builds
+# (python/cross/README.md).
+step "other builds: free-threaded (Py_GIL_DISABLED), Windows, macOS: cargo clippy -D warnings"
+bash scripts/other-builds.sh
 
 # The PyO3 adapter crate is a cdylib built with pyo3's extension-module feature (no libpython to
 # link a Rust test binary against); its behaviour is tested through Python by pytest below.

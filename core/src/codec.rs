@@ -315,8 +315,10 @@ pub fn write_bool(out: &mut Vec<u8>, value: bool) {
 }
 
 pub fn write_int(out: &mut Vec<u8>, value: i64) {
-    out.push(tag::INT);
-    out.extend_from_slice(&value.to_le_bytes());
+    // One append (one capacity check) for the tag and the 8 bytes: keys are mostly ints.
+    let mut bytes = [tag::INT; 9];
+    bytes[1..].copy_from_slice(&value.to_le_bytes());
+    out.extend_from_slice(&bytes);
 }
 
 /// Writes the exact bits of `value` (NaN payloads and the sign of zero are kept).
@@ -354,9 +356,26 @@ pub fn write_kwargs_marker(out: &mut Vec<u8>) {
 /// elements (scalars, pickles or the kwargs marker).
 pub fn write_tuple_header(out: &mut Vec<u8>, count: usize) -> Result<(), EncodeError> {
     let count = len_u32(count)?;
-    out.push(tag::TUPLE);
-    out.extend_from_slice(&count.to_le_bytes());
+    let mut bytes = [tag::TUPLE; 5];
+    bytes[1..].copy_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&bytes);
     Ok(())
+}
+
+/// Length of [`single_int_key`]'s encoding: tuple header (5) + int (9).
+pub const SINGLE_INT_KEY_BYTES: usize = 14;
+
+/// The encoding of the one-element tuple `(value,)` (a call with one int argument), built in
+/// a fixed array: the same bytes as [`write_tuple_header`] + [`write_int`] (tested), without
+/// a `Vec`, so a hit path can hash and compare it straight from registers and the stack.
+#[inline]
+pub fn single_int_key(value: i64) -> [u8; SINGLE_INT_KEY_BYTES] {
+    let mut key = [0u8; SINGLE_INT_KEY_BYTES];
+    key[0] = tag::TUPLE;
+    key[1..5].copy_from_slice(&1u32.to_le_bytes());
+    key[5] = tag::INT;
+    key[6..].copy_from_slice(&value.to_le_bytes());
+    key
 }
 
 fn encode_scalar(value: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -627,6 +646,18 @@ mod tests {
 
     fn bytes_of(value: &Value) -> Vec<u8> {
         encode(value).unwrap()
+    }
+
+    #[test]
+    fn a_single_int_key_is_the_one_tuple_encoding() {
+        for value in [0, 1, -1, 42, -2, i64::MIN, i64::MAX, 1 << 40, -(1 << 33)] {
+            let expected = bytes_of(&Value::Tuple(vec![Value::Int(value)]));
+            assert_eq!(single_int_key(value).as_slice(), expected, "{value}");
+            let mut written = Vec::new();
+            write_tuple_header(&mut written, 1).unwrap();
+            write_int(&mut written, value);
+            assert_eq!(written, expected, "{value}");
+        }
     }
 
     #[test]

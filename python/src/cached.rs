@@ -20,14 +20,13 @@ use std::mem::offset_of;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::slice;
-use std::sync::OnceLock;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyTuple};
-use pyo3::{PyTraverseError, PyTypeInfo};
+use pyo3::PyTraverseError;
 use warp_cache_core::clock::{monotonic_now_ns, ttl_seconds_to_ns};
 use warp_cache_core::mem::{Displaced, Hit, Lookup, MemStore, SlotRef, MAX_SIZE_LIMIT};
 use warp_cache_core::Error;
@@ -35,17 +34,10 @@ use warp_cache_core::Error;
 use crate::awaitable::{KeyHandle, Ready};
 use crate::cell::{count_hit, count_miss, Store, StoreCell};
 use crate::errors::{guard, panic_message, to_py};
+use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key::{self, CallKey, KeyView, KwItems, Quick, StoredKey};
 use crate::prefetch;
-
-extern "C" {
-    /// `PyMethod_New` of the C API (a bound method), not declared by pyo3-ffi.
-    pub(crate) fn PyMethod_New(
-        func: *mut ffi::PyObject,
-        self_: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject;
-}
 
 /// How many times an insert re-scans after Python code changed the store under it before it
 /// inserts anyway (a duplicate of an equal key is then possible; it is harmless: it only
@@ -53,7 +45,7 @@ extern "C" {
 const INSERT_ATTEMPTS: usize = 4;
 
 /// Offset of the Rust struct inside the Python object, measured once at module init.
-static CONTENTS_OFFSET: OnceLock<usize> = OnceLock::new();
+static CONTENTS_OFFSET: ContentsOffset = ContentsOffset::new();
 
 struct AsyncState {
     /// `warp_cache._async.async_miss`: the single-flight miss coroutine.
@@ -93,19 +85,6 @@ enum Found {
     Hit(Py<PyAny>),
     /// `Some` when the miss was decided within one borrow of the store.
     Miss(Option<MissAt>),
-}
-
-/// How to call the wrapped function on a miss: the way the call came in.
-enum Invocation<'a, 'py> {
-    Vector {
-        args: *const *mut ffi::PyObject,
-        nargsf: usize,
-        kwnames: *mut ffi::PyObject,
-    },
-    Tuple {
-        args: &'a Bound<'py, PyTuple>,
-        kwargs: Option<&'a Bound<'py, PyDict>>,
-    },
 }
 
 #[inline]
@@ -418,80 +397,6 @@ impl CachedFunction {
         Ok(())
     }
 
-    fn call_func(&self, py: Python<'_>, invocation: &Invocation<'_, '_>) -> PyResult<Py<PyAny>> {
-        let result = match *invocation {
-            Invocation::Vector {
-                args,
-                nargsf,
-                kwnames,
-            } => {
-                // SAFETY: the arguments are exactly those CPython passed to our vectorcall
-                // entry, still alive for the duration of that call.
-                unsafe { ffi::PyObject_Vectorcall(self.func.as_ptr(), args, nargsf, kwnames) }
-            }
-            // SAFETY: live tuple and dict (or null) borrowed from the caller.
-            Invocation::Tuple { args, kwargs } => unsafe {
-                ffi::PyObject_Call(
-                    self.func.as_ptr(),
-                    args.as_ptr(),
-                    kwargs.map_or(ptr::null_mut(), |kwargs| kwargs.as_ptr()),
-                )
-            },
-        };
-        // SAFETY: a new reference, or NULL with an exception set.
-        unsafe { Py::from_owned_ptr_or_err(py, result) }
-    }
-
-    /// The call's arguments as `(args, kwargs)` for the async miss helper.
-    fn pack<'py>(
-        py: Python<'py>,
-        invocation: &Invocation<'_, 'py>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
-        match *invocation {
-            Invocation::Tuple { args, kwargs } => Ok((
-                args.clone().into_any(),
-                match kwargs {
-                    Some(kwargs) => kwargs.copy()?,
-                    None => PyDict::new(py),
-                },
-            )),
-            Invocation::Vector {
-                args,
-                nargsf,
-                kwnames,
-            } => {
-                // SAFETY: the vectorcall arguments are live for this call; see `vectorcall_fast`.
-                unsafe {
-                    let nargs = ffi::PyVectorcall_NARGS(nargsf) as usize;
-                    let names = if kwnames.is_null() {
-                        &[][..]
-                    } else {
-                        key::tuple_items(kwnames)
-                    };
-                    let all = if nargs + names.len() == 0 {
-                        &[][..]
-                    } else {
-                        slice::from_raw_parts(args, nargs + names.len())
-                    };
-                    let positional = PyTuple::new(
-                        py,
-                        all[..nargs]
-                            .iter()
-                            .map(|&item| Borrowed::from_ptr(py, item)),
-                    )?;
-                    let kwargs = PyDict::new(py);
-                    for (&name, &value) in names.iter().zip(&all[nargs..]) {
-                        kwargs.set_item(
-                            Borrowed::from_ptr(py, name),
-                            Borrowed::from_ptr(py, value),
-                        )?;
-                    }
-                    Ok((positional.into_any(), kwargs))
-                }
-            }
-        }
-    }
-
     /// One call: lookup, then (on a miss) compute and store, or start the async miss.
     /// `known_miss`: the quick path already decided this call is a miss.
     fn call(
@@ -517,13 +422,13 @@ impl CachedFunction {
         };
         match &self.async_state {
             None => {
-                let value = self.call_func(py, &invocation)?;
+                let value = invocation.call(py, &self.func)?;
                 self.store_value(py, view, || key.to_stored(py), value.clone_ref(py), miss)?;
                 Ok(value)
             }
             Some(state) => {
                 let handle = Py::new(py, KeyHandle::new(key.to_stored(py)?, key.hash))?;
-                let (args, kwargs) = Self::pack(py, &invocation)?;
+                let (args, kwargs) = invocation.pack(py)?;
                 // SAFETY: `slf` is the live object this call was made on.
                 let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
                 Ok(state
@@ -558,27 +463,8 @@ impl CachedFunction {
     /// # Safety
     /// `self` is the contents of a live `CachedFunction` object.
     unsafe fn instance_dict_slot(&self) -> Option<&Option<Py<PyAny>>> {
-        let contents_offset = *CONTENTS_OFFSET.get()?;
-        // SAFETY: `self` lives `contents_offset` bytes into its Python object (measured at
-        // module init for this type); the type object is live while the instance is, and
-        // `tp_dictoffset` is the offset pyo3 registered for the dict slot, which holds a
-        // nullable owned pointer (the layout of `Option<Py<PyAny>>`).
-        unsafe {
-            let object = ptr::from_ref(self)
-                .cast::<u8>()
-                .sub(contents_offset)
-                .cast_mut()
-                .cast::<ffi::PyObject>();
-            let dict_offset = (*ffi::Py_TYPE(object)).tp_dictoffset;
-            if dict_offset <= 0 {
-                return None;
-            }
-            let slot = object
-                .cast::<u8>()
-                .offset(dict_offset)
-                .cast::<Option<Py<PyAny>>>();
-            Some(&*slot)
-        }
+        // SAFETY: function contract; CONTENTS_OFFSET was measured for this type.
+        unsafe { CONTENTS_OFFSET.instance_dict_slot(self) }
     }
 }
 
@@ -645,19 +531,7 @@ impl CachedFunction {
         owner: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let _ = owner;
-        guard(|| match instance {
-            Some(instance) if !instance.is_none() => {
-                // SAFETY: both objects are live; PyMethod_New returns a new reference or NULL
-                // with an exception set.
-                unsafe {
-                    Py::from_owned_ptr_or_err(
-                        slf.py(),
-                        PyMethod_New(slf.as_ptr(), instance.as_ptr()),
-                    )
-                }
-            }
-            _ => Ok(slf.clone().into_any().unbind()),
-        })
+        function_type::bind_to_instance(slf.as_any(), instance)
     }
 
     /// `CacheInfo(hits=, misses=, max_size=, current_size=)`.
@@ -703,13 +577,7 @@ impl CachedFunction {
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        guard(|| {
-            let name = match slf.getattr("__qualname__") {
-                Ok(name) => name.str()?.to_string(),
-                Err(_) => slf.get().func.bind(slf.py()).repr()?.to_string(),
-            };
-            Ok(format!("<warp_cache cached function {name}>"))
-        })
+        function_type::repr(slf.as_any(), &slf.get().func, "cached function")
     }
 
     /// The wrapped function, as given to the decorator.
@@ -1012,40 +880,12 @@ pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
         py,
         CachedFunction::new(py.None(), MemStore::new(1, None).map_err(to_py)?, None),
     )?;
-    let object_address = probe.as_ptr() as usize;
-    let contents_address = ptr::from_ref(probe.get()) as usize;
-    let contents_offset = contents_address
-        .checked_sub(object_address)
-        .ok_or_else(|| PyValueError::new_err("unexpected pyclass layout"))?;
-    let _ = CONTENTS_OFFSET.set(contents_offset);
-    let disabled = std::env::var("WARP_CACHE_NO_VECTORCALL")
-        .map(|v| !v.is_empty() && v != "0")
-        .unwrap_or(false);
-    if disabled {
-        return Ok(false);
-    }
-    let vectorcall_offset = contents_offset + offset_of!(CachedFunction, vectorcall);
-    let type_object = CachedFunction::type_object(py);
-    let tp = type_object.as_type_ptr();
-    // SAFETY: `tp` is our live heap type, created by pyo3 and not yet used to call anything;
-    // every instance stores `vectorcall_entry` at `vectorcall_offset` (set in `new`); the type
-    // keeps `tp_call` for non-vectorcall callers. PyType_Modified drops cached lookups.
-    unsafe {
-        (*tp).tp_vectorcall_offset = vectorcall_offset as ffi::Py_ssize_t;
-        #[cfg(not(Py_GIL_DISABLED))]
-        {
-            (*tp).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL;
-        }
-        #[cfg(Py_GIL_DISABLED)]
-        {
-            (*tp).tp_flags.fetch_or(
-                ffi::Py_TPFLAGS_HAVE_VECTORCALL,
-                std::sync::atomic::Ordering::SeqCst,
-            );
-        }
-        ffi::PyType_Modified(tp);
-    }
-    Ok(true)
+    let contents_offset = CONTENTS_OFFSET.measure(&probe)?;
+    function_type::install_vectorcall::<CachedFunction>(
+        py,
+        contents_offset,
+        offset_of!(CachedFunction, vectorcall),
+    )
 }
 
 /// `max_size` for the memory backend: a positive int up to [`MAX_SIZE_LIMIT`].

@@ -74,25 +74,22 @@ unsafe fn write_fast(object: *mut ffi::PyObject, out: &mut Vec<u8>) -> bool {
     // SAFETY: live object (caller contract); only exact builtin types are read, through their
     // C accessors, none of which runs Python code.
     unsafe {
+        // Exact ints first: the commonest key element.
+        if ffi::PyLong_CheckExact(object) != 0 {
+            return match exact_int_value(object) {
+                Some(value) => {
+                    codec::write_int(out, value);
+                    true
+                }
+                None => false, // a big int: pickled
+            };
+        }
         if object == ffi::Py_None() {
             codec::write_none(out);
             return true;
         }
         if object == ffi::Py_True() || object == ffi::Py_False() {
             codec::write_bool(out, object == ffi::Py_True());
-            return true;
-        }
-        if ffi::PyLong_CheckExact(object) != 0 {
-            let mut overflow: c_int = 0;
-            let value = ffi::PyLong_AsLongLongAndOverflow(object, &mut overflow);
-            if overflow != 0 {
-                return false; // a big int: pickled
-            }
-            if value == -1 && !ffi::PyErr_Occurred().is_null() {
-                ffi::PyErr_Clear();
-                return false;
-            }
-            codec::write_int(out, value);
             return true;
         }
         if ffi::PyFloat_CheckExact(object) != 0 {
@@ -118,6 +115,48 @@ unsafe fn write_fast(object: *mut ffi::PyObject, out: &mut Vec<u8>) -> bool {
         }
     }
     false
+}
+
+/// The value of an exact `int` that fits an i64 (`None`, no error set, for a bigger one).
+///
+/// # Safety
+/// `object` is a live exact `int`; the thread is attached.
+#[inline(always)]
+unsafe fn exact_int_value(object: *mut ffi::PyObject) -> Option<i64> {
+    // SAFETY: caller contract; the accessor runs no Python code.
+    unsafe {
+        let mut overflow: c_int = 0;
+        let value = ffi::PyLong_AsLongLongAndOverflow(object, &mut overflow);
+        if overflow != 0 {
+            return None;
+        }
+        if value == -1 && !ffi::PyErr_Occurred().is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        Some(value)
+    }
+}
+
+/// The key of a call whose only argument is an exact `int` that fits an i64, as a fixed
+/// array ([`codec::single_int_key`]: the bytes [`encode_key_fast`] writes for that call).
+/// `None` for any other call.
+///
+/// # Safety
+/// Every pointer in `positional` is live; the thread is attached.
+#[inline(always)]
+pub unsafe fn single_int_key(
+    positional: &[*mut ffi::PyObject],
+    kw_values: &[*mut ffi::PyObject],
+) -> Option<[u8; codec::SINGLE_INT_KEY_BYTES]> {
+    match (positional, kw_values) {
+        // SAFETY: live object (caller contract); an exact int is checked first.
+        ([object], []) if unsafe { ffi::PyLong_CheckExact(*object) } != 0 => {
+            // SAFETY: as above.
+            unsafe { exact_int_value(*object) }.map(codec::single_int_key)
+        }
+        _ => None,
+    }
 }
 
 /// `pickle.dumps(object, 5)` appended as a codec pickle. Runs Python code (`__reduce__`...).
@@ -380,15 +419,27 @@ unsafe fn scalar_object(value: ValueRef<'_>) -> *mut ffi::PyObject {
 ///
 /// # Safety
 /// The thread is attached.
+#[inline(always)]
 pub unsafe fn decode_value_raw(bytes: &[u8]) -> Result<*mut ffi::PyObject, ()> {
-    // The commonest values first, straight from their fixed layout (the codec's table).
+    // The commonest values first, straight from their fixed layout (the codec's table),
+    // inlined into the caller; the rest in `decode_value_raw_other`.
+    if let [codec::tag::INT, b0, b1, b2, b3, b4, b5, b6, b7] = *bytes {
+        let value = i64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+        // SAFETY: attached thread (caller contract); a new reference or NULL with an
+        // exception set.
+        return Ok(unsafe { ffi::PyLong_FromLongLong(value) });
+    }
+    // SAFETY: caller contract.
+    unsafe { decode_value_raw_other(bytes) }
+}
+
+/// [`decode_value_raw`] of everything but an int.
+///
+/// # Safety
+/// The thread is attached.
+#[inline(never)]
+unsafe fn decode_value_raw_other(bytes: &[u8]) -> Result<*mut ffi::PyObject, ()> {
     match *bytes {
-        [codec::tag::INT, ref rest @ ..] if rest.len() == 8 => {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(rest);
-            // SAFETY: attached thread (caller contract).
-            return Ok(unsafe { scalar_object(ValueRef::Int(i64::from_le_bytes(le))) });
-        }
         [codec::tag::NONE] | [codec::tag::TRUE] | [codec::tag::FALSE] => {
             let value = match bytes[0] {
                 codec::tag::NONE => ValueRef::None,

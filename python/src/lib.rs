@@ -8,6 +8,7 @@ mod cell;
 #[cfg(unix)]
 mod convert;
 mod errors;
+mod function_type;
 mod info;
 mod key;
 mod prefetch;

@@ -31,23 +31,24 @@ mod imp {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::ptr;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::OnceLock;
 
     use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
     use pyo3::ffi;
     use pyo3::gc::PyVisit;
     use pyo3::prelude::*;
     use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyTuple};
-    use pyo3::{PyTraverseError, PyTypeInfo};
+    use pyo3::PyTraverseError;
     use warp_cache_core::clock::monotonic_now_ns;
     use warp_cache_core::codec;
+    use warp_cache_core::shm::arena::SmallValue;
     use warp_cache_core::shm::{failpoint, key_hash, ShmConfig, ShmStore};
     use warp_cache_core::Error;
 
     use crate::awaitable::Ready;
-    use crate::cached::{attached, into_result_ptr, split_vector_args, ttl_ns_of, PyMethod_New};
+    use crate::cached::{attached, into_result_ptr, split_vector_args, ttl_ns_of};
     use crate::convert::{self, DecodeFailure, Encoded};
     use crate::errors::{guard, panic_message, to_py};
+    use crate::function_type::{self, ContentsOffset, Invocation};
     use crate::info::CacheInfo;
     use crate::key;
 
@@ -58,7 +59,7 @@ mod imp {
     const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
 
     /// Offset of the Rust struct inside the Python object, measured once at module init.
-    static CONTENTS_OFFSET: OnceLock<usize> = OnceLock::new();
+    static CONTENTS_OFFSET: ContentsOffset = ContentsOffset::new();
 
     /// Buffers for the encoded key and the value bytes, reused across calls. A call takes
     /// them and gives them back when done; a call made meanwhile (reentrant, from pickling
@@ -75,22 +76,30 @@ mod imp {
     mod scratch_slot {
         use std::cell::{Cell, UnsafeCell};
 
+        use warp_cache_core::shm::store::StripeHint;
+
         use super::Scratch;
 
         /// One slot for the whole interpreter: the GIL serializes every caller.
         pub struct Slot {
             busy: Cell<bool>,
             buffers: UnsafeCell<(Vec<u8>, Vec<u8>)>,
+            /// The counter-stripe hint of whichever thread holds the GIL: threads run one
+            /// at a time, so one hint per process spreads processes over stripes as one per
+            /// thread would, without a thread-local lookup per hit.
+            hint: Cell<StripeHint>,
         }
 
-        // SAFETY: only `take`/`put` touch the slot, and they are only called by threads that
-        // hold the GIL (every caller is a call from Python on a GIL-enabled interpreter, and
-        // neither function releases it), so no two threads ever access it at once.
+        // SAFETY: only `take`/`put`/`stripe`/`reset_after_fork` touch the slot, and they are
+        // only called by threads that hold the GIL (every caller is a call from Python on a
+        // GIL-enabled interpreter, and none of them releases it), so no two threads ever
+        // access it at once.
         unsafe impl Sync for Slot {}
 
         pub static SLOT: Slot = Slot {
             busy: Cell::new(false),
             buffers: UnsafeCell::new((Vec::new(), Vec::new())),
+            hint: Cell::new(StripeHint::new()),
         };
 
         impl Slot {
@@ -112,15 +121,81 @@ mod imp {
             pub fn put(&self, scratch: Scratch) {
                 if scratch.owned {
                     // SAFETY: GIL held; we own the slot (`busy` is ours until reset below).
-                    unsafe { *self.buffers.get() = (scratch.key, scratch.value) };
+                    let (key, value) = unsafe {
+                        std::mem::replace(&mut *self.buffers.get(), (scratch.key, scratch.value))
+                    };
+                    // What `take` left: empty, normally. Checked inline, not by an
+                    // out-of-line drop call on every hit.
+                    if key.capacity() != 0 || value.capacity() != 0 {
+                        drop((key, value));
+                    } else {
+                        std::mem::forget((key, value));
+                    }
                     self.busy.set(false);
                 }
             }
 
+            /// Runs `f` on the buffers in place (the hit path: nothing moved in or out), or
+            /// on fresh ones if they are in use. When `f` fails, the buffers go with the
+            /// error, as a [`Scratch`] for the full path (owned, and the slot kept busy until
+            /// [`Slot::put`], if they were the slot's).
+            #[inline(always)]
+            pub fn with_buffers<T, E>(
+                &self,
+                f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<T, E>,
+            ) -> Result<T, (E, Scratch)> {
+                if self.busy.replace(true) {
+                    let (mut key, mut value) = (Vec::new(), Vec::new());
+                    return f(&mut key, &mut value).map_err(|e| {
+                        (
+                            e,
+                            Scratch {
+                                key,
+                                value,
+                                owned: false,
+                            },
+                        )
+                    });
+                }
+                // SAFETY: GIL held and `busy` was false: nobody else holds the buffers until
+                // `busy` is reset (below on success, by `put` after a failure). A reentrant
+                // call made while `f` runs (from a finalizer during an allocation) sees `busy`
+                // and uses fresh buffers.
+                let (key, value) = unsafe { &mut *self.buffers.get() };
+                match f(key, value) {
+                    Ok(result) => {
+                        super::trim(key);
+                        super::trim(value);
+                        self.busy.set(false);
+                        Ok(result)
+                    }
+                    Err(e) => Err((
+                        e,
+                        Scratch {
+                            key: std::mem::take(key),
+                            value: std::mem::take(value),
+                            owned: true,
+                        },
+                    )),
+                }
+            }
+
+            /// The stripe hint for one counted lookup (`None`: the store's own per-thread
+            /// hint).
+            #[inline(always)]
+            pub fn stripe(&self) -> Option<u32> {
+                let mut hint = self.hint.get();
+                let stripe = hint.stripe();
+                self.hint.set(hint);
+                Some(stripe)
+            }
+
             /// In a child right after `fork`: the thread that held the slot (if any) does
-            /// not exist here, so the slot is free. Called with the GIL held.
+            /// not exist here, so the slot is free; the stripe hint is sampled afresh (the
+            /// child runs on a CPU of its own). Called with the GIL held.
             pub fn reset_after_fork(&self) {
                 self.busy.set(false);
+                self.hint.set(StripeHint::new());
             }
         }
     }
@@ -160,6 +235,29 @@ mod imp {
                 }
             }
 
+            /// Runs `f` on this thread's buffers (taken out and put back), as the GIL
+            /// build's `Slot::with_buffers`.
+            #[inline(always)]
+            pub fn with_buffers<T, E>(
+                &self,
+                f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<T, E>,
+            ) -> Result<T, (E, Scratch)> {
+                let mut scratch = self.take();
+                match f(&mut scratch.key, &mut scratch.value) {
+                    Ok(result) => {
+                        super::put_scratch(scratch);
+                        Ok(result)
+                    }
+                    Err(e) => Err((e, scratch)),
+                }
+            }
+
+            /// The store's own per-thread hint.
+            #[inline(always)]
+            pub fn stripe(&self) -> Option<u32> {
+                None
+            }
+
             /// Per-thread slots need nothing after `fork`.
             pub fn reset_after_fork(&self) {}
         }
@@ -171,15 +269,19 @@ mod imp {
         scratch_slot::SLOT.take()
     }
 
+    /// Drops a buffer too large to keep for the next call.
+    #[inline(always)]
+    fn trim(buffer: &mut Vec<u8>) {
+        if buffer.capacity() > SCRATCH_KEEP_BYTES {
+            *buffer = Vec::new();
+        }
+    }
+
     /// Gives the buffers back (very large ones are not kept). Attached thread only.
     #[inline(always)]
     fn put_scratch(mut scratch: Scratch) {
-        if scratch.key.capacity() > SCRATCH_KEEP_BYTES {
-            scratch.key = Vec::new();
-        }
-        if scratch.value.capacity() > SCRATCH_KEEP_BYTES {
-            scratch.value = Vec::new();
-        }
+        trim(&mut scratch.key);
+        trim(&mut scratch.value);
         scratch_slot::SLOT.put(scratch);
     }
 
@@ -205,19 +307,6 @@ mod imp {
         helper: Py<PyAny>,
         /// In-flight misses: `(event loop, key bytes) -> future`.
         inflight: Py<PyDict>,
-    }
-
-    /// How to call the wrapped function on a miss: the way the call came in.
-    enum Invocation<'a, 'py> {
-        Vector {
-            args: *const *mut ffi::PyObject,
-            nargsf: usize,
-            kwnames: *mut ffi::PyObject,
-        },
-        Tuple {
-            args: &'a Bound<'py, PyTuple>,
-            kwargs: Option<&'a Bound<'py, PyDict>>,
-        },
     }
 
     /// The arguments of one call, as borrowed object pointers.
@@ -282,8 +371,8 @@ mod imp {
         /// Every pointer in `call` is live; the thread is attached.
         #[inline(always)]
         unsafe fn quick(&self, call: CallArgs<'_>) -> Result<*mut ffi::PyObject, Pending> {
-            let mut pending = Pending {
-                scratch: take_scratch(),
+            let nothing = |scratch| Pending {
+                scratch,
                 hash: 0,
                 looked: Looked::Nothing,
             };
@@ -296,46 +385,98 @@ mod imp {
                     Err(()) => {
                         // SAFETY: attached thread; the full path recomputes and reports it.
                         unsafe { ffi::PyErr_Clear() };
-                        return Err(pending);
+                        return Err(nothing(take_scratch()));
                     }
                 }
             };
-            let key = &mut pending.scratch.key;
-            // SAFETY: caller contract.
-            let encoded = unsafe {
-                convert::encode_key_fast(
-                    call.positional,
-                    call.kw_names,
-                    call.kw_values,
-                    &order,
-                    key,
-                )
-            };
-            if !encoded || key.len() > self.store.key_bytes_max() as usize {
-                return Err(pending);
+            // The buffers stay in their slot on a hit; anything else hands them (with the
+            // encoded key, its hash and what the lookup found) to the full path.
+            let outcome = scratch_slot::SLOT.with_buffers(|key, out| {
+                // One exact int argument (the commonest call): its key is a fixed array on
+                // the stack, hashed and compared without a trip through the key buffer; it
+                // is copied there only for the full path.
+                // SAFETY: live arguments, attached thread (caller contract).
+                let int_key = unsafe { convert::single_int_key(call.positional, call.kw_values) };
+                if let Some(int_key) = int_key {
+                    // SAFETY: attached thread (caller contract).
+                    let found = unsafe { self.quick_lookup(&int_key, out) };
+                    if found.is_err() {
+                        key.clear();
+                        key.extend_from_slice(&int_key);
+                    }
+                    return found;
+                }
+                // SAFETY: caller contract.
+                let encoded = unsafe {
+                    convert::encode_key_fast(
+                        call.positional,
+                        call.kw_names,
+                        call.kw_values,
+                        &order,
+                        key,
+                    )
+                };
+                if !encoded {
+                    return Err((0, Looked::Nothing));
+                }
+                // SAFETY: attached thread (caller contract).
+                unsafe { self.quick_lookup(key, out) }
+            });
+            outcome.map_err(|((hash, looked), scratch)| Pending {
+                scratch,
+                hash,
+                looked,
+            })
+        }
+
+        /// The quick path's lookup of an encoded key: the object on a hit of a value that
+        /// decodes without Python code, else `Err((hash, what the lookup found))` with the
+        /// value bytes (if any) left in `out` for the full path. Counts a hit or a miss
+        /// unless the key is too long (`Looked::Nothing`: not looked up).
+        ///
+        /// # Safety
+        /// The thread is attached.
+        #[inline(always)]
+        unsafe fn quick_lookup(
+            &self,
+            key: &[u8],
+            out: &mut Vec<u8>,
+        ) -> Result<*mut ffi::PyObject, (u64, Looked)> {
+            if key.len() > self.store.key_bytes_max() as usize {
+                return Err((0, Looked::Nothing));
             }
-            pending.hash = key_hash(key);
+            let hash = key_hash(key);
             let now_ns = self.read_clock();
-            let out = &mut pending.scratch.value;
-            pending.looked = match self.store.get_hashed(key, pending.hash, now_ns, out) {
+            // Small values are copied to the stack, larger ones into `out`.
+            let mut value = SmallValue::new(out);
+            let found = match scratch_slot::SLOT.stripe() {
+                Some(stripe) => self
+                    .store
+                    .get_hashed_on_stripe(key, hash, now_ns, &mut value, stripe),
+                None => self.store.get_hashed(key, hash, now_ns, value.spill_mut()),
+            };
+            let looked = match found {
                 Ok(true) => Looked::Hit,
                 Ok(false) | Err(_) => Looked::Miss,
             };
-            if pending.looked != Looked::Hit
+            let bytes = value.bytes();
+            if looked != Looked::Hit
                 || self.async_state.is_some()
-                || out.first() == Some(&codec::tag::PICKLE)
+                || bytes.first() == Some(&codec::tag::PICKLE)
             {
-                return Err(pending);
+                value.settle(); // the full path reads the value from `out`
+                return Err((hash, looked));
             }
-            // Only scalars and flat tuples of scalars here: no Python code runs.
+            // Only scalars and flat tuples of scalars here: no Python code runs (but an
+            // allocation may run the collector: a reentrant call finds the buffers busy).
             // SAFETY: attached thread (caller contract).
-            match unsafe { convert::decode_value_raw(out) } {
-                Ok(object) => {
-                    // NULL with the error set if an allocation failed.
-                    put_scratch(pending.scratch);
-                    Ok(object)
+            match unsafe { convert::decode_value_raw(bytes) } {
+                // NULL with the error set if an allocation failed.
+                Ok(object) => Ok(object),
+                Err(()) => {
+                    value.settle();
+                    Err((hash, looked)) // invalid bytes: the full path makes it a miss
                 }
-                Err(()) => Err(pending), // invalid bytes: the full path makes it a miss
             }
         }
 
@@ -390,7 +531,7 @@ mod imp {
                 }
                 match &self.async_state {
                     None => {
-                        let value = call_func(py, &self.func, &invocation)?;
+                        let value = invocation.call(py, &self.func)?;
                         self.store_value(
                             py,
                             &scratch.key,
@@ -402,7 +543,7 @@ mod imp {
                     }
                     Some(state) => {
                         let handle = PyBytes::new(py, &scratch.key);
-                        let (args, kwargs) = pack(py, &invocation)?;
+                        let (args, kwargs) = invocation.pack(py)?;
                         // SAFETY: `slf` is the live object this call was made on.
                         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
                         Ok(state
@@ -485,26 +626,8 @@ mod imp {
         /// # Safety
         /// `self` is the contents of a live `SharedCachedFunction` object.
         unsafe fn instance_dict_slot(&self) -> Option<&Option<Py<PyAny>>> {
-            let contents_offset = *CONTENTS_OFFSET.get()?;
-            // SAFETY: `self` lives `contents_offset` bytes into its Python object (measured
-            // at module init for this type); `tp_dictoffset` is the offset pyo3 registered
-            // for the dict slot, which holds a nullable owned pointer.
-            unsafe {
-                let object = ptr::from_ref(self)
-                    .cast::<u8>()
-                    .sub(contents_offset)
-                    .cast_mut()
-                    .cast::<ffi::PyObject>();
-                let dict_offset = (*ffi::Py_TYPE(object)).tp_dictoffset;
-                if dict_offset <= 0 {
-                    return None;
-                }
-                let slot = object
-                    .cast::<u8>()
-                    .offset(dict_offset)
-                    .cast::<Option<Py<PyAny>>>();
-                Some(&*slot)
-            }
+            // SAFETY: function contract; CONTENTS_OFFSET was measured for this type.
+            unsafe { CONTENTS_OFFSET.instance_dict_slot(self) }
         }
     }
 
@@ -520,77 +643,6 @@ mod imp {
                 Ok(None)
             }
             Err(DecodeFailure::Python(err)) => Err(err),
-        }
-    }
-
-    fn call_func(
-        py: Python<'_>,
-        func: &Py<PyAny>,
-        invocation: &Invocation<'_, '_>,
-    ) -> PyResult<Py<PyAny>> {
-        let result = match *invocation {
-            Invocation::Vector {
-                args,
-                nargsf,
-                kwnames,
-            } => {
-                // SAFETY: exactly the arguments CPython passed to our vectorcall entry, alive
-                // for that call.
-                unsafe { ffi::PyObject_Vectorcall(func.as_ptr(), args, nargsf, kwnames) }
-            }
-            // SAFETY: live tuple and dict (or null) borrowed from the caller.
-            Invocation::Tuple { args, kwargs } => unsafe {
-                ffi::PyObject_Call(
-                    func.as_ptr(),
-                    args.as_ptr(),
-                    kwargs.map_or(ptr::null_mut(), |kwargs| kwargs.as_ptr()),
-                )
-            },
-        };
-        // SAFETY: a new reference, or NULL with an exception set.
-        unsafe { Py::from_owned_ptr_or_err(py, result) }
-    }
-
-    /// The call's arguments as `(args, kwargs)` for the async miss helper.
-    fn pack<'py>(
-        py: Python<'py>,
-        invocation: &Invocation<'_, 'py>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
-        match *invocation {
-            Invocation::Tuple { args, kwargs } => Ok((
-                args.clone().into_any(),
-                match kwargs {
-                    Some(kwargs) => kwargs.copy()?,
-                    None => PyDict::new(py),
-                },
-            )),
-            Invocation::Vector {
-                args,
-                nargsf,
-                kwnames,
-            } => {
-                // SAFETY: the vectorcall arguments are live for this call.
-                let (positional, names, values) =
-                    unsafe { split_vector_args(args, nargsf, kwnames) };
-                // SAFETY: live objects borrowed from the call.
-                let positional = PyTuple::new(
-                    py,
-                    positional
-                        .iter()
-                        .map(|&item| unsafe { Borrowed::from_ptr(py, item) }),
-                )?;
-                let kwargs = PyDict::new(py);
-                for (&name, &value) in names.iter().zip(values) {
-                    // SAFETY: live objects borrowed from the call.
-                    unsafe {
-                        kwargs.set_item(
-                            Borrowed::from_ptr(py, name),
-                            Borrowed::from_ptr(py, value),
-                        )?;
-                    }
-                }
-                Ok((positional.into_any(), kwargs))
-            }
         }
     }
 
@@ -649,19 +701,7 @@ mod imp {
             owner: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Py<PyAny>> {
             let _ = owner;
-            guard(|| match instance {
-                Some(instance) if !instance.is_none() => {
-                    // SAFETY: both objects are live; PyMethod_New returns a new reference or
-                    // NULL with an exception set.
-                    unsafe {
-                        Py::from_owned_ptr_or_err(
-                            slf.py(),
-                            PyMethod_New(slf.as_ptr(), instance.as_ptr()),
-                        )
-                    }
-                }
-                _ => Ok(slf.clone().into_any().unbind()),
-            })
+            function_type::bind_to_instance(slf.as_any(), instance)
         }
 
         /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=)`, counted by
@@ -698,13 +738,7 @@ mod imp {
         }
 
         fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-            guard(|| {
-                let name = match slf.getattr("__qualname__") {
-                    Ok(name) => name.str()?.to_string(),
-                    Err(_) => slf.get().func.bind(slf.py()).repr()?.to_string(),
-                };
-                Ok(format!("<warp_cache shared cached function {name}>"))
-            })
+            function_type::repr(slf.as_any(), &slf.get().func, "shared cached function")
         }
 
         /// The wrapped function, as given to the decorator.
@@ -922,40 +956,12 @@ mod imp {
             py,
             SharedCachedFunction::new(py.None(), probe_store, String::new(), None),
         )?;
-        let object_address = probe.as_ptr() as usize;
-        let contents_address = ptr::from_ref(probe.get()) as usize;
-        let contents_offset = contents_address
-            .checked_sub(object_address)
-            .ok_or_else(|| PyValueError::new_err("unexpected pyclass layout"))?;
-        let _ = CONTENTS_OFFSET.set(contents_offset);
-        let disabled = std::env::var("WARP_CACHE_NO_VECTORCALL")
-            .map(|v| !v.is_empty() && v != "0")
-            .unwrap_or(false);
-        if disabled {
-            return Ok(false);
-        }
-        let vectorcall_offset = contents_offset + offset_of!(SharedCachedFunction, vectorcall);
-        let type_object = SharedCachedFunction::type_object(py);
-        let tp = type_object.as_type_ptr();
-        // SAFETY: `tp` is our live heap type, not yet used to call anything; every instance
-        // stores `vectorcall_entry` at `vectorcall_offset` (set in `new`); the type keeps
-        // `tp_call` for other callers. PyType_Modified drops cached lookups.
-        unsafe {
-            (*tp).tp_vectorcall_offset = vectorcall_offset as ffi::Py_ssize_t;
-            #[cfg(not(Py_GIL_DISABLED))]
-            {
-                (*tp).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL;
-            }
-            #[cfg(Py_GIL_DISABLED)]
-            {
-                (*tp).tp_flags.fetch_or(
-                    ffi::Py_TPFLAGS_HAVE_VECTORCALL,
-                    std::sync::atomic::Ordering::SeqCst,
-                );
-            }
-            ffi::PyType_Modified(tp);
-        }
-        Ok(true)
+        let contents_offset = CONTENTS_OFFSET.measure(&probe)?;
+        function_type::install_vectorcall::<SharedCachedFunction>(
+            py,
+            contents_offset,
+            offset_of!(SharedCachedFunction, vectorcall),
+        )
     }
 
     /// A positive int that fits a u32, or the error the user needs (`what` names it).

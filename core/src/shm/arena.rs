@@ -49,12 +49,13 @@ impl std::fmt::Display for ArenaError {
 pub struct Arena<'a> {
     header: &'a [AtomicU64],
     slots: &'a [AtomicU64],
-    geometry: Geometry,
+    /// Borrowed, not copied: an `Arena` is built for every read (the hit path).
+    geometry: &'a Geometry,
 }
 
 impl<'a> Arena<'a> {
     /// `header` is the header words, `slots` exactly `capacity * slot_words` words.
-    pub fn new(header: &'a [AtomicU64], slots: &'a [AtomicU64], geometry: Geometry) -> Self {
+    pub fn new(header: &'a [AtomicU64], slots: &'a [AtomicU64], geometry: &'a Geometry) -> Self {
         Arena {
             header,
             slots,
@@ -143,52 +144,33 @@ impl<'a> Arena<'a> {
         self.meta(slot, word!(SlotMeta, stored_at_ns))
     }
 
+    /// `slot`'s words, range-checked once (`None` if out of range): the hit path reads
+    /// several fields of one slot through it without a check per field.
+    #[inline]
+    pub fn slot(&self, slot: u32) -> Option<SlotWords<'a>> {
+        if slot >= self.geometry.capacity {
+            return None;
+        }
+        let start = slot as usize * self.geometry.slot_words;
+        let block = self.slots.get(start..start + self.geometry.slot_words)?;
+        let (meta, rest) = block.split_first_chunk::<META_WORDS>()?;
+        let (key, value) = rest.split_at_checked(self.geometry.key_words)?;
+        Some(SlotWords { meta, key, value })
+    }
+
     /// Whether `slot` holds exactly `key` (its recorded hash and length, then every word).
     #[inline]
     pub fn key_matches(&self, slot: u32, hash: u64, key: &[u8]) -> bool {
-        if self.hash(slot) != hash || self.lens(slot).key as usize != key.len() {
-            return false;
-        }
-        let words = self.key_words(slot, key.len().div_ceil(WORD_BYTES));
-        if words.len() * WORD_BYTES < key.len() {
-            return false;
-        }
-        let mut chunks = key.chunks_exact(WORD_BYTES);
-        for (chunk, word) in (&mut chunks).zip(words) {
-            let mut bytes = [0u8; WORD_BYTES];
-            bytes.copy_from_slice(chunk);
-            if word.load(Relaxed) != u64::from_le_bytes(bytes) {
-                return false;
-            }
-        }
-        let tail = chunks.remainder();
-        if !tail.is_empty() {
-            // Assembled byte by byte: a variable-length copy into a padded buffer would call
-            // memcpy on every hit (most keys end in a partial word).
-            let padded = tail
-                .iter()
-                .enumerate()
-                .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i));
-            let last = &words[words.len() - 1];
-            if last.load(Relaxed) != padded {
-                return false;
-            }
-        }
-        true
+        self.slot(slot).is_some_and(|s| s.key_matches(hash, key))
     }
 
     /// Appends `len` value bytes of `slot` to `out`. `len` must already be checked against
     /// the value limit (it is clamped to it regardless).
     #[inline]
-    pub fn copy_value(&self, slot: u32, len: u32, out: &mut Vec<u8>) {
-        let len = (len as usize).min(self.geometry.value_bytes_max as usize);
-        let words = self.value_words(slot, len.div_ceil(WORD_BYTES));
-        out.reserve(words.len() * WORD_BYTES);
-        let start = out.len();
-        for word in words {
-            out.extend_from_slice(&word.load(Relaxed).to_le_bytes());
+    pub fn copy_value(&self, slot: u32, len: u32, out: &mut impl ValueSink) {
+        if let Some(words) = self.slot(slot) {
+            words.copy_value(len.min(self.geometry.value_bytes_max), out);
         }
-        out.truncate(start + len);
     }
 
     /// The key bytes of `slot` (validation and diagnostics).
@@ -223,6 +205,8 @@ impl<'a> Arena<'a> {
         let words = self.value_words(slot, value.len().div_ceil(WORD_BYTES));
         let half = words.len() / 2;
         Self::store_bytes(&words[..half], value);
+        // (The failpoints, like the store, exist on unix only.)
+        #[cfg(unix)]
         super::failpoint::hit(super::failpoint::Point::MidWrite);
         Self::store_bytes(
             &words[half..],
@@ -284,6 +268,190 @@ impl<'a> Arena<'a> {
 }
 
 const META_WORDS: usize = super::layout::META_WORDS;
+
+/// One slot's words split into meta, key and value parts ([`Arena::slot`]). Loads only:
+/// what they return is hostile input to be checked by the caller (INV-7) and, for a
+/// lock-free reader, to be validated by the seqlock before use (INV-S3).
+#[derive(Debug, Clone, Copy)]
+pub struct SlotWords<'a> {
+    meta: &'a [AtomicU64; META_WORDS],
+    key: &'a [AtomicU64],
+    value: &'a [AtomicU64],
+}
+
+impl SlotWords<'_> {
+    #[inline]
+    fn meta(&self, field: usize) -> u64 {
+        self.meta.get(field).map_or(0, |w| w.load(Relaxed))
+    }
+
+    #[inline]
+    pub fn lens(&self) -> Lens {
+        let lens = self.meta(word!(SlotMeta, lens));
+        Lens {
+            key: lens as u32,
+            value: (lens >> 32) as u32,
+        }
+    }
+
+    #[inline]
+    pub fn stored_at_ns(&self) -> u64 {
+        self.meta(word!(SlotMeta, stored_at_ns))
+    }
+
+    #[inline]
+    pub fn visited(&self) -> bool {
+        self.meta(word!(SlotMeta, visited)) != 0
+    }
+
+    /// Whether this slot holds exactly `key` (its recorded hash and length, then every word).
+    #[inline]
+    pub fn key_matches(&self, hash: u64, key: &[u8]) -> bool {
+        if self.meta(word!(SlotMeta, hash)) != hash || self.lens().key as usize != key.len() {
+            return false;
+        }
+        let Some(words) = self.key.get(..key.len().div_ceil(WORD_BYTES)) else {
+            return false;
+        };
+        let mut chunks = key.chunks_exact(WORD_BYTES);
+        for (chunk, word) in (&mut chunks).zip(words) {
+            let mut bytes = [0u8; WORD_BYTES];
+            bytes.copy_from_slice(chunk);
+            if word.load(Relaxed) != u64::from_le_bytes(bytes) {
+                return false;
+            }
+        }
+        let tail = chunks.remainder();
+        if tail.is_empty() {
+            return true;
+        }
+        // The last word holds the tail bytes and zero padding. Assembled without a
+        // variable-length copy (that would call memcpy on every hit): from the key's last 8
+        // bytes shifted down when the key has them, else byte by byte.
+        let padded = match key.last_chunk::<WORD_BYTES>() {
+            Some(last) => u64::from_le_bytes(*last) >> (8 * (WORD_BYTES - tail.len())),
+            None => tail
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i)),
+        };
+        words
+            .last()
+            .is_some_and(|last| last.load(Relaxed) == padded)
+    }
+
+    /// Copies `len` value bytes (clamped to the slot's value words) to `out`.
+    #[inline]
+    pub fn copy_value(&self, len: u32, out: &mut impl ValueSink) {
+        let len = (len as usize).min(self.value.len() * WORD_BYTES);
+        let words = self.value.get(..len.div_ceil(WORD_BYTES)).unwrap_or(&[]);
+        out.fill(words, len);
+    }
+}
+
+/// Where a read copies value bytes: a `Vec<u8>`, or a [`SmallValue`] that keeps small values
+/// on the caller's stack.
+pub trait ValueSink {
+    /// Forgets what an earlier (discarded) read attempt copied.
+    fn clear(&mut self);
+    /// Appends the first `len` bytes of `words` (little-endian; `len <= words.len() * 8`,
+    /// at most one call after each [`ValueSink::clear`]).
+    fn fill(&mut self, words: &[AtomicU64], len: usize);
+}
+
+impl ValueSink for Vec<u8> {
+    #[inline]
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+
+    #[inline]
+    fn fill(&mut self, words: &[AtomicU64], len: usize) {
+        self.reserve(words.len() * WORD_BYTES);
+        let start = self.len();
+        for word in words {
+            self.extend_from_slice(&word.load(Relaxed).to_le_bytes());
+        }
+        self.truncate(start + len);
+    }
+}
+
+/// Values up to this many bytes are copied to the stack by [`SmallValue`].
+pub const SMALL_VALUE_BYTES: usize = 48;
+
+/// A [`ValueSink`] that holds values of up to [`SMALL_VALUE_BYTES`] inline (no `Vec` length
+/// and capacity bookkeeping per word: the hit path of small values) and larger ones in a
+/// caller's `Vec`.
+#[derive(Debug)]
+pub struct SmallValue<'v> {
+    inline: [u8; SMALL_VALUE_BYTES],
+    /// Bytes held inline; unused once spilled.
+    len: usize,
+    spilled: bool,
+    spill: &'v mut Vec<u8>,
+}
+
+impl<'v> SmallValue<'v> {
+    /// An empty value whose large contents go to `spill`.
+    #[inline]
+    pub fn new(spill: &'v mut Vec<u8>) -> SmallValue<'v> {
+        SmallValue {
+            inline: [0; SMALL_VALUE_BYTES],
+            len: 0,
+            spilled: false,
+            spill,
+        }
+    }
+
+    /// The value bytes.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        if self.spilled {
+            self.spill
+        } else {
+            self.inline.get(..self.len).unwrap_or(&[])
+        }
+    }
+
+    /// The spill `Vec`, which from now on holds the value (for a caller that fills it
+    /// directly).
+    pub fn spill_mut(&mut self) -> &mut Vec<u8> {
+        self.spilled = true;
+        self.spill
+    }
+
+    /// Leaves the value bytes in the spill `Vec` (copied there if held inline).
+    pub fn settle(&mut self) {
+        if !self.spilled {
+            self.spill.clear();
+            self.spill
+                .extend_from_slice(self.inline.get(..self.len).unwrap_or(&[]));
+            self.spilled = true;
+        }
+    }
+}
+
+impl ValueSink for SmallValue<'_> {
+    #[inline]
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spilled = false;
+    }
+
+    #[inline]
+    fn fill(&mut self, words: &[AtomicU64], len: usize) {
+        if len <= SMALL_VALUE_BYTES {
+            for (bytes, word) in self.inline.chunks_exact_mut(WORD_BYTES).zip(words) {
+                bytes.copy_from_slice(&word.load(Relaxed).to_le_bytes());
+            }
+            self.len = len;
+        } else {
+            self.spill.clear();
+            self.spill.fill(words, len);
+            self.spilled = true;
+        }
+    }
+}
 
 /// The SIEVE list stored in the mapping: head/tail/hand/len in the header, prev/next packed in
 /// each slot's `links` word, the visited bit in its own word (set by lock-free readers).
@@ -395,8 +563,74 @@ mod tests {
             heap
         }
         fn arena(&self) -> Arena<'_> {
-            Arena::new(&self.header, &self.slots, self.geometry)
+            Arena::new(&self.header, &self.slots, &self.geometry)
         }
+    }
+
+    #[test]
+    fn keys_of_every_length_match_only_themselves() {
+        // The last word is compared through a shifted load of the key's last 8 bytes (keys
+        // of 8 bytes or more) or byte by byte (shorter): every tail length, both ways.
+        let heap = Heap::new(2, 24, 8);
+        let arena = heap.arena();
+        let slot = arena.alloc().unwrap();
+        for len in 0..=24usize {
+            let key: Vec<u8> = (0..len).map(|i| 0xA0 ^ (i as u8 * 7)).collect();
+            arena.write_entry(slot, 5, &key, b"v", 1);
+            let words = arena.slot(slot).unwrap();
+            assert!(words.key_matches(5, &key), "len {len}");
+            assert!(arena.key_matches(slot, 5, &key), "len {len}");
+            for i in 0..len {
+                let mut other = key.clone();
+                other[i] ^= 0x01;
+                assert!(!words.key_matches(5, &other), "len {len}, byte {i} differs");
+            }
+            // Same bytes plus a zero (what the padding holds), or one byte fewer.
+            let mut longer = key.clone();
+            longer.push(0);
+            assert!(!words.key_matches(5, &longer), "len {len} + zero byte");
+            if len > 0 {
+                assert!(!words.key_matches(5, &key[..len - 1]), "len {len} - 1");
+            }
+        }
+        assert!(arena.slot(2).is_none(), "out-of-range slot");
+    }
+
+    #[test]
+    fn small_values_stay_inline_and_large_ones_spill() {
+        let heap = Heap::new(1, 8, 100);
+        let arena = heap.arena();
+        let slot = arena.alloc().unwrap();
+        for len in [
+            0usize,
+            1,
+            7,
+            8,
+            9,
+            47,
+            SMALL_VALUE_BYTES,
+            SMALL_VALUE_BYTES + 1,
+            100,
+        ] {
+            let value: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5C).collect();
+            arena.write_entry(slot, 1, b"k", &value, 1);
+            let mut spill = vec![0xEE; 3];
+            let mut small = SmallValue::new(&mut spill);
+            small.clear();
+            arena.copy_value(slot, len as u32, &mut small);
+            assert_eq!(small.bytes(), &value[..], "len {len}");
+            small.settle();
+            assert_eq!(small.bytes(), &value[..], "len {len}, settled");
+            assert_eq!(spill, value, "len {len}: settled into the spill Vec");
+        }
+        // A cleared sink forgets a spilled value.
+        let mut spill = Vec::new();
+        let mut small = SmallValue::new(&mut spill);
+        arena.copy_value(slot, 100, &mut small);
+        assert_eq!(small.bytes().len(), 100);
+        small.clear();
+        assert!(small.bytes().is_empty());
+        assert!(small.spill_mut().len() == 100, "spill_mut exposes the Vec");
     }
 
     #[test]

@@ -88,15 +88,16 @@ pub fn pid_status(pid: u32) -> PidStatus {
 }
 
 /// The CPU the calling thread runs on, used only to pick a counter stripe.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(miri)))]
 pub fn current_cpu() -> u32 {
     // SAFETY: sched_getcpu has no preconditions; it returns -1 on failure, handled below.
     let cpu = unsafe { libc::sched_getcpu() };
     u32::try_from(cpu).unwrap_or(0)
 }
 
-/// Without `sched_getcpu`, threads spread over stripes by a per-thread number.
-#[cfg(not(target_os = "linux"))]
+/// Without `sched_getcpu` (or under miri, which cannot call it), threads spread over stripes
+/// by a per-thread number.
+#[cfg(any(not(target_os = "linux"), miri))]
 pub fn current_cpu() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Rel
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::arena::{Arena, ShmSlots};
+use super::arena::{Arena, ShmSlots, ValueSink};
 use super::failpoint::{self, Point};
 use super::layout::{
     word, CounterStripe, DataHeader, Geometry, LockFile, ENDIAN_MARK, FORMAT_VERSION, HEADER_WORDS,
@@ -244,7 +244,7 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     #[inline(always)]
-    fn new(geometry: &Geometry, generation: &'a Generation) -> Option<View<'a>> {
+    fn new(geometry: &'a Geometry, generation: &'a Generation) -> Option<View<'a>> {
         let data = generation.data.words();
         let lock_words = generation.lock.words();
         let header = data.get(..HEADER_WORDS)?;
@@ -264,7 +264,7 @@ impl<'a> View<'a> {
             header,
             stripes,
             table: Table::new(buckets, geometry.capacity),
-            arena: Arena::new(header, slots, *geometry),
+            arena: Arena::new(header, slots, geometry),
             lock_words,
             lock,
         })
@@ -306,28 +306,125 @@ impl<'a> View<'a> {
     }
 }
 
-/// The calling thread's counter stripe hint: its CPU, sampled once per
-/// [`STRIPE_REFRESH_COUNTS`] counts instead of on every read (`sched_getcpu` was ~30
+/// What a lock-free read touches of one generation: the seqlock and the data words, with
+/// the table, slot and counter words sliced on demand. Built on every read, so it is cheaper
+/// than a [`View`] (no header or lock-file slices, no sections split in advance); slow paths
+/// (an odd sequence, a recovery, an expired entry, a first touch) build the full [`View`] of
+/// the *same* generation with [`ReadView::full`].
+#[derive(Clone, Copy)]
+struct ReadView<'a> {
+    geometry: &'a Geometry,
+    generation: &'a Generation,
+    data: &'a [AtomicU64],
+    lock: SeqLock<'a, AtomicU64>,
+}
+
+impl<'a> ReadView<'a> {
+    #[inline(always)]
+    fn new(geometry: &'a Geometry, generation: &'a Generation) -> Option<ReadView<'a>> {
+        let lock_words = generation.lock.words();
+        Some(ReadView {
+            geometry,
+            generation,
+            data: generation.data.words(),
+            lock: SeqLock::new(
+                lock_words.get(word!(LockFile, seq))?,
+                lock_words.get(word!(LockFile, owner))?,
+            ),
+        })
+    }
+
+    /// The full view of the same generation.
+    fn full(&self) -> Option<View<'a>> {
+        View::new(self.geometry, self.generation)
+    }
+
+    #[inline(always)]
+    fn table(&self) -> Option<Table<'a>> {
+        let start = self.geometry.table_word;
+        let buckets = self.data.get(start..start + self.geometry.bucket_count)?;
+        Some(Table::new(buckets, self.geometry.capacity))
+    }
+
+    /// The arena's slot words (an arena without the header: only slot contents are read).
+    #[inline(always)]
+    fn slots(&self) -> Option<Arena<'a>> {
+        let start = self.geometry.arena_word;
+        let slots = self
+            .data
+            .get(start..start + self.geometry.capacity as usize * self.geometry.slot_words)?;
+        Some(Arena::new(&[], slots, self.geometry))
+    }
+
+    /// Counts one event on the stripe of `hint` (`None`: the calling thread's, as
+    /// [`View::count`]).
+    #[inline(always)]
+    fn count(&self, field: usize, hint: Option<u32>) {
+        let stripes = self.geometry.stripe_count;
+        if stripes == 0 {
+            return;
+        }
+        let hint = hint.unwrap_or_else(stripe_hint) as usize;
+        let stripe = if stripes.is_power_of_two() {
+            hint & (stripes - 1)
+        } else {
+            hint % stripes
+        };
+        let index = self.geometry.stripes_word + stripe * STRIPE_WORDS + field;
+        if let Some(counter) = self.data.get(index) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// A counter-stripe hint: the CPU of the thread using it, sampled once per
+/// [`STRIPE_REFRESH_COUNTS`] uses instead of on every count (`sched_getcpu` was ~30
 /// instructions of a ~40 ns hit). A migrated thread, or a forked child that inherited its
 /// parent's hint, moves to its own CPU's stripe within that many counts. Only contention
 /// depends on the stripe, never a count's correctness.
+///
+/// Each thread has one ([`ShmStore::get_hashed`]); a caller that already keeps per-thread
+/// (or, under a global lock such as Python's GIL, per-process) state can keep one there and
+/// pass its value to [`ShmStore::get_hashed_on_stripe`], which saves the thread-local lookup
+/// (`__tls_get_addr` in a shared library).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StripeHint {
+    cpu: u32,
+    /// Uses left before the next sample.
+    left: u32,
+}
+
+impl StripeHint {
+    /// A hint that samples the CPU on its first use.
+    pub const fn new() -> StripeHint {
+        StripeHint { cpu: 0, left: 0 }
+    }
+
+    /// The stripe hint for one count.
+    #[inline]
+    pub fn stripe(&mut self) -> u32 {
+        if self.left == 0 {
+            self.cpu = super::raw::current_cpu();
+            self.left = STRIPE_REFRESH_COUNTS;
+        } else {
+            self.left -= 1;
+        }
+        self.cpu
+    }
+}
+
+/// The calling thread's counter stripe hint ([`StripeHint`]).
 #[inline]
 fn stripe_hint() -> u32 {
     use std::cell::Cell;
     thread_local! {
-        /// (cpu, counts left before the next sample)
-        static HINT: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+        static HINT: Cell<StripeHint> = const { Cell::new(StripeHint::new()) };
     }
-    HINT.try_with(|hint| {
-        let (cpu, left) = hint.get();
-        if left == 0 {
-            let cpu = super::raw::current_cpu();
-            hint.set((cpu, STRIPE_REFRESH_COUNTS));
-            cpu
-        } else {
-            hint.set((cpu, left - 1));
-            cpu
-        }
+    HINT.try_with(|cell| {
+        let mut hint = cell.get();
+        let stripe = hint.stripe();
+        cell.set(hint);
+        stripe
     })
     .unwrap_or_else(|_| super::raw::current_cpu())
 }
@@ -378,8 +475,32 @@ impl From<super::arena::ArenaError> for Corruption {
     }
 }
 
+/// Whether a lookup counts a hit or a miss, and on which stripe (`None`: the thread's).
+#[derive(Clone, Copy)]
+enum Counted {
+    No,
+    Yes(Option<u32>),
+}
+
+/// State of a read waiting out an odd sequence ([`ShmStore::wait_odd`]).
+#[derive(Default)]
+struct OddWait {
+    spins: u32,
+    since_ns: Option<u64>,
+    recoveries: u32,
+}
+
+enum OddStep {
+    Retry,
+    Miss,
+}
+
 enum ReadOutcome {
-    Hit { slot: u32 },
+    /// `visited`: the slot's SIEVE bit as read (unvalidated: only a hint to skip `touch`).
+    Hit {
+        slot: u32,
+        visited: bool,
+    },
     Expired,
     Miss,
 }
@@ -746,7 +867,23 @@ impl ShmStore {
         now_ns: u64,
         out: &mut Vec<u8>,
     ) -> Result<bool> {
-        self.lookup_hashed(key, hash, now_ns, out, true)
+        self.lookup_hashed(key, hash, now_ns, out, Counted::Yes(None))
+    }
+
+    /// [`ShmStore::get_hashed`] copying the value into any [`ValueSink`] (e.g. a
+    /// [`super::arena::SmallValue`] on the caller's stack) and counting on the stripe of
+    /// `stripe_hint` (a value of the caller's own [`StripeHint`]) instead of the calling
+    /// thread's.
+    #[inline]
+    pub fn get_hashed_on_stripe(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut impl ValueSink,
+        stripe_hint: u32,
+    ) -> Result<bool> {
+        self.lookup_hashed(key, hash, now_ns, out, Counted::Yes(Some(stripe_hint)))
     }
 
     /// [`ShmStore::get_hashed`] without counting a hit or a miss (a second look at a key
@@ -758,7 +895,7 @@ impl ShmStore {
         now_ns: u64,
         out: &mut Vec<u8>,
     ) -> Result<bool> {
-        self.lookup_hashed(key, hash, now_ns, out, false)
+        self.lookup_hashed(key, hash, now_ns, out, Counted::No)
     }
 
     fn lookup_hashed(
@@ -766,21 +903,28 @@ impl ShmStore {
         key: &[u8],
         hash: u64,
         now_ns: u64,
-        out: &mut Vec<u8>,
-        counted: bool,
+        out: &mut impl ValueSink,
+        counted: Counted,
     ) -> Result<bool> {
         out.clear();
-        let view = self.view()?;
+        let parts = ReadView::new(&self.geometry, self.generation())
+            .and_then(|view| Some((view, view.table()?, view.slots()?)));
+        let Some((view, table, slots)) = parts else {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "shared cache mapping is smaller than its layout",
+            ));
+        };
         let count = |field: usize| {
-            if counted {
-                view.count(field);
+            if let Counted::Yes(hint) = counted {
+                view.count(field, hint);
             }
         };
         if key.len() > self.geometry.key_bytes_max as usize || self.ttl_ns == Some(0) {
             count(word!(CounterStripe, misses));
             return Ok(false);
         }
-        let outcome = self.read(&view, key, hash, now_ns, out);
+        let outcome = self.read(&view, table, slots, key, hash, now_ns, out);
         if region::bus_fault_count() != 0 && self.generation_faulted() {
             // The read may have seen private zero pages (a file truncated under us, INV-S6):
             // never serve it; move to fresh files.
@@ -790,19 +934,22 @@ impl ShmStore {
             return Ok(false);
         }
         match outcome {
-            ReadOutcome::Hit { slot } => {
-                let slots = view.slots();
-                if !slots.visited(slot) {
+            ReadOutcome::Hit { slot, visited } => {
+                if !visited {
                     // Outside the lock: may rarely mark a slot reused meanwhile (only a policy
                     // imprecision under concurrency, never a wrong value).
-                    let _ = policy::touch(&slots, slot);
+                    if let Some(full) = view.full() {
+                        let _ = policy::touch(&full.slots(), slot);
+                    }
                 }
                 count(word!(CounterStripe, hits));
                 Ok(true)
             }
             ReadOutcome::Expired => {
                 out.clear();
-                self.remove_if_expired(&view, key, hash, now_ns);
+                if let Some(full) = view.full() {
+                    self.remove_if_expired(&full, key, hash, now_ns);
+                }
                 count(word!(CounterStripe, misses));
                 Ok(false)
             }
@@ -816,74 +963,46 @@ impl ShmStore {
 
     /// The optimistic read loop (INV-S3). Bounded: at most [`READ_RETRIES`] validation
     /// failures and [`READ_ODD_GIVE_UP_NS`] of odd sequence with a live writer.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn read(
         &self,
-        view: &View<'_>,
+        view: &ReadView<'_>,
+        table: Table<'_>,
+        slots: Arena<'_>,
         key: &[u8],
         hash: u64,
         now_ns: u64,
-        out: &mut Vec<u8>,
+        out: &mut impl ValueSink,
     ) -> ReadOutcome {
         let mut retries = 0u32;
-        let mut odd_spins = 0u32;
-        let mut odd_since_ns: Option<u64> = None;
-        let mut recoveries = 0u32;
+        let mut odd = OddWait::default();
         loop {
             let start = view.lock.read_begin();
             if start & 1 == 1 {
-                if start == self.stalled_seq.load(Relaxed) {
-                    // Already waited this write out: miss now, unless its writer died.
-                    if !ProcessLiveness.owner_alive(view.lock.owner()) && recoveries < 2 {
-                        recoveries += 1;
-                        self.recover_interrupted(view);
-                        continue;
-                    }
-                    return ReadOutcome::Miss;
+                match self.wait_odd(view, start, &mut odd) {
+                    OddStep::Retry => continue,
+                    OddStep::Miss => return ReadOutcome::Miss,
                 }
-                odd_spins += 1;
-                if odd_spins < 256 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                if odd_spins >= READ_ODD_SPINS_MAX {
-                    // Hard bound, independent of the clock.
-                    self.stalled_seq.store(start, Relaxed);
-                    return ReadOutcome::Miss;
-                }
-                let now = super::raw::clock_monotonic_ns().unwrap_or(0);
-                let since = *odd_since_ns.get_or_insert(now);
-                let waited = now.saturating_sub(since);
-                if waited >= READ_ODD_CHECK_NS && odd_spins % 64 == 0 {
-                    if !ProcessLiveness.owner_alive(view.lock.owner()) && recoveries < 2 {
-                        recoveries += 1;
-                        self.recover_interrupted(view);
-                        odd_since_ns = None;
-                        odd_spins = 0;
-                        continue;
-                    }
-                    if waited >= READ_ODD_GIVE_UP_NS {
-                        self.stalled_seq.store(start, Relaxed);
-                        return ReadOutcome::Miss;
-                    }
-                }
-                std::thread::yield_now();
-                continue;
             }
             out.clear();
-            let found = view
-                .table
-                .find(hash, |slot| view.arena.key_matches(slot, hash, key));
+            let found = table.find_map(hash, |_, slot| {
+                let words = slots.slot(slot)?;
+                words.key_matches(hash, key).then_some((slot, words))
+            });
             let outcome = match found {
                 None => ReadOutcome::Miss,
-                Some((_, slot)) => {
-                    let lens = view.arena.lens(slot);
-                    let stored_at_ns = view.arena.stored_at_ns(slot);
+                Some((slot, words)) => {
+                    let lens = words.lens();
                     if lens.value > self.geometry.value_bytes_max {
                         // Only garbage has this; never serve it (validated or not).
                         ReadOutcome::Miss
-                    } else if is_fresh(stored_at_ns, now_ns, self.ttl_ns) {
-                        view.arena.copy_value(slot, lens.value, out);
-                        ReadOutcome::Hit { slot }
+                    } else if is_fresh(words.stored_at_ns(), now_ns, self.ttl_ns) {
+                        words.copy_value(lens.value, out);
+                        ReadOutcome::Hit {
+                            slot,
+                            visited: words.visited(),
+                        }
                     } else {
                         ReadOutcome::Expired
                     }
@@ -897,6 +1016,58 @@ impl ShmStore {
                 return ReadOutcome::Miss;
             }
         }
+    }
+
+    /// A read saw the odd sequence `start` (a write in progress): spin, then yield, check the
+    /// writer's liveness and recover from a dead one, or give up (a miss) within
+    /// [`READ_ODD_GIVE_UP_NS`] / [`READ_ODD_SPINS_MAX`] polls.
+    #[cold]
+    #[inline(never)]
+    fn wait_odd(&self, view: &ReadView<'_>, start: u64, odd: &mut OddWait) -> OddStep {
+        let recover = |odd: &mut OddWait| {
+            if ProcessLiveness.owner_alive(view.lock.owner()) || odd.recoveries >= 2 {
+                return false;
+            }
+            odd.recoveries += 1;
+            if let Some(full) = view.full() {
+                self.recover_interrupted(&full);
+            }
+            true
+        };
+        if start == self.stalled_seq.load(Relaxed) {
+            // Already waited this write out: miss now, unless its writer died.
+            return if recover(odd) {
+                OddStep::Retry
+            } else {
+                OddStep::Miss
+            };
+        }
+        odd.spins += 1;
+        if odd.spins < 256 {
+            std::hint::spin_loop();
+            return OddStep::Retry;
+        }
+        if odd.spins >= READ_ODD_SPINS_MAX {
+            // Hard bound, independent of the clock.
+            self.stalled_seq.store(start, Relaxed);
+            return OddStep::Miss;
+        }
+        let now = super::raw::clock_monotonic_ns().unwrap_or(0);
+        let since = *odd.since_ns.get_or_insert(now);
+        let waited = now.saturating_sub(since);
+        if waited >= READ_ODD_CHECK_NS && odd.spins % 64 == 0 {
+            if recover(odd) {
+                odd.since_ns = None;
+                odd.spins = 0;
+                return OddStep::Retry;
+            }
+            if waited >= READ_ODD_GIVE_UP_NS {
+                self.stalled_seq.store(start, Relaxed);
+                return OddStep::Miss;
+            }
+        }
+        std::thread::yield_now();
+        OddStep::Retry
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1715,6 +1886,38 @@ mod tests {
         assert_eq!(store.info().unwrap().hits, 1);
     }
 
+    /// A file-backed store in `dir` holding `entries` entries, whose `victim` file ("data" or
+    /// "lock") was then truncated to zero bytes under it (as a foreign process could).
+    fn store_with_truncated_file(
+        dir: &std::path::Path,
+        name: &str,
+        victim: &str,
+        entries: u8,
+    ) -> ShmStore {
+        let store = ShmStore::open(ShmConfig {
+            dir: Some(dir.to_path_buf()),
+            name: name.to_owned(),
+            ..config(64)
+        })
+        .unwrap();
+        for k in 0..entries {
+            store.insert(&[k], &[k; 40], 1).unwrap();
+        }
+        let paths = store.paths().unwrap();
+        let path = if victim == "data" {
+            &paths.data
+        } else {
+            &paths.lock
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        store
+    }
+
     #[test]
     fn files_truncated_under_a_live_store_are_survived() {
         let dir = std::env::temp_dir().join(format!(
@@ -1723,27 +1926,7 @@ mod tests {
             super::super::raw::clock_monotonic_ns().unwrap_or(0)
         ));
         for victim in ["data", "lock"] {
-            let store = ShmStore::open(ShmConfig {
-                dir: Some(dir.clone()),
-                name: format!("trunc_{victim}"),
-                ..config(64)
-            })
-            .unwrap();
-            for k in 0..40u8 {
-                store.insert(&[k], &[k; 40], 1).unwrap();
-            }
-            let paths = store.paths().unwrap();
-            let path = if victim == "data" {
-                &paths.data
-            } else {
-                &paths.lock
-            };
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .unwrap()
-                .set_len(0)
-                .unwrap();
+            let store = store_with_truncated_file(&dir, &format!("trunc_{victim}"), victim, 40);
             let mut out = Vec::new();
             // Every read misses (never a value seen through zero pages), no SIGBUS.
             for k in 0..40u8 {
@@ -1772,27 +1955,8 @@ mod tests {
             super::super::raw::clock_monotonic_ns().unwrap_or(0)
         ));
         for victim in ["data", "lock"] {
-            let store = ShmStore::open(ShmConfig {
-                dir: Some(dir.clone()),
-                name: format!("trunc_insert_{victim}"),
-                ..config(64)
-            })
-            .unwrap();
-            for k in 0..8u8 {
-                store.insert(&[k], &[k; 40], 1).unwrap();
-            }
-            let paths = store.paths().unwrap();
-            let path = if victim == "data" {
-                &paths.data
-            } else {
-                &paths.lock
-            };
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .unwrap()
-                .set_len(0)
-                .unwrap();
+            let store =
+                store_with_truncated_file(&dir, &format!("trunc_insert_{victim}"), victim, 8);
             assert!(matches!(
                 store.insert(b"fresh", b"value", 1).unwrap(),
                 InsertOutcome::Inserted { .. }

@@ -106,6 +106,18 @@ impl<'a> Table<'a> {
     /// seqlock) and by writers.
     #[inline]
     pub fn find(&self, hash: u64, mut is_match: impl FnMut(u32) -> bool) -> Option<(usize, u32)> {
+        self.find_map(hash, |index, slot| is_match(slot).then_some((index, slot)))
+    }
+
+    /// [`Table::find`] returning what `matched(bucket index, slot)` makes of the first
+    /// candidate it accepts (`Some`): lets a reader keep what it learnt about the slot while
+    /// checking it, instead of looking it up again.
+    #[inline]
+    pub fn find_map<T>(
+        &self,
+        hash: u64,
+        mut matched: impl FnMut(usize, u32) -> Option<T>,
+    ) -> Option<T> {
         let want = hash32(hash);
         let mut index = self.home(want);
         for _ in 0..self.buckets.len() {
@@ -117,8 +129,10 @@ impl<'a> Table<'a> {
                 return None;
             }
             if let Some(slot) = bucket_slot(bucket) {
-                if bucket_hash32(bucket) == want && slot < self.capacity && is_match(slot) {
-                    return Some((index, slot));
+                if bucket_hash32(bucket) == want && slot < self.capacity {
+                    if let Some(found) = matched(index, slot) {
+                        return Some(found);
+                    }
                 }
             }
             index = (index + 1) & self.mask;
@@ -249,6 +263,25 @@ mod tests {
             table.remove(9, 1),
             Err(TableError::SlotNotFound { slot: 1 })
         );
+    }
+
+    #[test]
+    fn find_map_returns_the_first_accepted_candidate() {
+        let words = buckets(8);
+        let table = Table::new(&words, 4);
+        // Three entries with the same 32-bit hash in one probe run.
+        for slot in 0..3u32 {
+            table.insert(3, slot).unwrap();
+        }
+        let mut seen = Vec::new();
+        let found = table.find_map(3, |index, slot| {
+            seen.push(slot);
+            (slot == 1).then_some((index, slot * 10))
+        });
+        assert_eq!(found, Some((4, 10)), "bucket 4 holds slot 1");
+        assert_eq!(seen, [0, 1], "stops at the first accepted candidate");
+        assert_eq!(table.find_map(3, |_, _| None::<()>), None);
+        assert_eq!(table.find(3, |s| s == 2), Some((5, 2)));
     }
 
     #[test]

@@ -68,16 +68,17 @@ class Backend(enum.IntEnum):
 _BACKEND_NAMES = {"memory": Backend.MEMORY, "shared": Backend.SHARED}
 
 
-def _check_max_size(max_size: Any) -> int:
-    if isinstance(max_size, bool):
-        raise TypeError(f"max_size must be a positive int, got {max_size!r}")
+def _check_positive_int(name: str, value: Any, what: str = "a positive int") -> int:
+    """`value` as an int >= 1, or the error a user of `name` should see (bools are not ints)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
     try:
-        value = operator.index(max_size)
+        number = operator.index(value)
     except TypeError:
-        raise TypeError(f"max_size must be a positive int, got {max_size!r}") from None
-    if value < 1:
-        raise ValueError(f"max_size must be a positive int, got {value}")
-    return value
+        raise TypeError(f"{name} must be {what}, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"{name} must be {what}, got {number}")
+    return number
 
 
 def _check_ttl(ttl: Any) -> Optional[float]:
@@ -99,14 +100,7 @@ _BYTE_LIMIT_MAX = 2**32 - 1
 
 
 def _check_byte_limit(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive int (bytes), got {value!r}")
-    try:
-        limit = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive int (bytes), got {value!r}") from None
-    if limit < 1:
-        raise ValueError(f"{name} must be a positive int (bytes), got {limit}")
+    limit = _check_positive_int(name, value, "a positive int (bytes)")
     if limit > _BYTE_LIMIT_MAX:
         raise ValueError(f"{name} must be at most {_BYTE_LIMIT_MAX} bytes, got {limit}")
     return limit
@@ -253,7 +247,7 @@ def cache(
 
     Bad parameters raise ``TypeError``/``ValueError`` here, at decoration time.
     """
-    checked_max_size = _check_max_size(max_size)
+    checked_max_size = _check_positive_int("max_size", max_size)
     checked_ttl = _check_ttl(ttl)
     checked_backend = _resolve_backend(backend)
     checked_key_size = _check_byte_limit("max_key_size", max_key_size)
