@@ -53,8 +53,7 @@ fn finish(h: u64) -> u64 {
 /// on the 1e6-entry miss benchmark (docs/performance.md): blocks of 8, 16 and 32 keys give
 /// 0.64x, 0.70x and 0.70x of the 128-entry speed; a fully mixed hash 0.40x.
 const BLOCK_BITS: u32 = 4;
-/// Bits of a hash that pick hashbrown's bucket (`hash & bucket_mask`); the 7 bits above are
-/// its control tag (`hash >> 57`).
+/// The block layout's bits of a hash; the 7 bits above come from the whole key.
 const BUCKET_BITS: u64 = (1 << 57) - 1;
 const SEED_BLOCK: u64 = 0x5851_f42d_4c95_7f2d;
 const SEED_TAG: u64 = 0x2127_599b_f432_5c37;
@@ -68,8 +67,9 @@ const SEED_TAG: u64 = 0x2127_599b_f432_5c37;
 /// hashbrown: blocks land at random, so dense ranges of ints never form long runs of full
 /// buckets (hashbrown's probe would crawl through them: a plain `hash & mask` layout made
 /// the miss benchmark 15x slower when two dense ranges overlapped). Random keys stay random.
-/// The tag bits come from the whole key, so neighbours in a block rarely share a tag, and the
-/// store's check word (INV-M5) keeps the rest of the false tag matches off the slots.
+/// The store's index positions an entry by the hash's low 32 bits (its check word, INV-M5,
+/// from which it also derives hashbrown's tag), so the block layout holds for tables of up to
+/// 2^32 buckets; the top bits, from the whole key, only sharpen the full-hash compare.
 #[inline(always)]
 fn hash_single(py_hash: ffi::Py_hash_t) -> u64 {
     let x = py_hash as u64;

@@ -101,8 +101,8 @@ const PREFETCH_MIN_BUCKETS: usize = 1 << 16;
 
 /// The in-process store. See the module docs for the two APIs and the semantics.
 pub struct MemStore<K, V> {
-    /// Occupied slots, keyed by their entry's stored hash, each with [`hash_check`] of that
-    /// hash (INV-M5).
+    /// Occupied slots, each with [`hash_check`] of its entry's stored hash and keyed by
+    /// [`index_hash`] of that check word (INV-M5).
     table: HashTable<IndexElement>,
     /// Slot storage, grown one slot at a time as entries arrive (never above `max_size`).
     slots: Vec<Slot<K, V>>,
@@ -216,7 +216,7 @@ impl<K, V> MemStore<K, V> {
     pub fn candidates(&self, hash: u64) -> impl Iterator<Item = (SlotRef, &K)> + '_ {
         let check = hash_check(hash);
         self.table
-            .iter_hash(hash)
+            .iter_hash(index_hash(check))
             .filter_map(move |&(slot, slot_check)| {
                 if slot_check != check {
                     return None;
@@ -238,7 +238,7 @@ impl<K, V> MemStore<K, V> {
     pub fn find(&self, hash: u64, mut eq: impl FnMut(&K) -> bool) -> Option<SlotRef> {
         let slots = &self.slots;
         let check = hash_check(hash);
-        let &(slot, _) = self.table.find(hash, |&(slot, slot_check)| {
+        let &(slot, _) = self.table.find(index_hash(check), |&(slot, slot_check)| {
             // The check word is in the table's own bucket: a false tag match costs no load of
             // the slot (a cache miss in a big store).
             slot_check == check
@@ -304,7 +304,8 @@ impl<K, V> MemStore<K, V> {
         let stored = self.slots.get_mut(slot as usize)?;
         let entry = stored.entry.take()?;
         stored.generation = stored.generation.wrapping_add(1);
-        if let Ok(found) = self.table.find_entry(entry.hash, |&(s, _)| s == slot) {
+        let index_key = index_hash(hash_check(entry.hash));
+        if let Ok(found) = self.table.find_entry(index_key, |&(s, _)| s == slot) {
             found.remove();
         }
         self.version = self.version.wrapping_add(1);
@@ -374,14 +375,11 @@ impl<K, V> MemStore<K, V> {
             value,
         });
         policy::insert(&mut self.list, slot).expect("a free slot always fits in the list");
-        let slots = &self.slots;
+        let check = hash_check(hash);
         let inserted = self
             .table
-            .insert_unique(hash, (slot, hash_check(hash)), |&(s, _)| {
-                slots[s as usize]
-                    .entry
-                    .as_ref()
-                    .map_or(0, |entry| entry.hash)
+            .insert_unique(index_hash(check), (slot, check), |&(_, check)| {
+                index_hash(check)
             });
         let bucket = inserted.bucket_index();
         let element_address = inserted.get() as *const IndexElement as usize;
@@ -412,7 +410,7 @@ impl<K, V> MemStore<K, V> {
             ctrl_address,
             bucket_mask,
         } = self.index_hint;
-        let home = hash as usize & bucket_mask;
+        let home = index_hash(hash_check(hash)) as usize & bucket_mask;
         // Elements sit below the control bytes, bucket `i` at `ctrl - (i + 1) * size`: the
         // group's first element is the highest address, its ninth one line lower.
         let first_element = ctrl_address.wrapping_sub((home + 1) * INDEX_ELEMENT_SIZE);
@@ -577,7 +575,7 @@ impl<K, V> MemStore<K, V> {
             let check = hash_check(entry.hash);
             if self
                 .table
-                .find(entry.hash, |&(s, c)| s == slot && c == check)
+                .find(index_hash(check), |&(s, c)| s == slot && c == check)
                 .is_none()
             {
                 return Err(format!("occupied slot {index} is not findable by its hash"));
@@ -592,12 +590,24 @@ impl<K, V> MemStore<K, V> {
     }
 }
 
-/// 32 bits of a hash kept beside the slot index in the table (INV-M5): hashbrown's 7-bit tag
-/// lets about one probe in ten of a 16-wide group match a foreign entry; comparing this word
-/// first keeps those false matches from loading the slot (a random cache miss in a big store).
+/// The low 32 bits of a hash, kept beside the slot index in the table (INV-M5). The index is
+/// keyed by this word alone ([`index_hash`]): hashbrown can then rehash or resize from its own
+/// elements, without loading any slot (at a million entries those loads were a cache miss
+/// per entry). Equal hashes give equal check words; a probe compares the word before it
+/// loads a slot, so a false tag match costs no slot load (a random cache miss in a big store).
 #[inline(always)]
 fn hash_check(hash: u64) -> u32 {
-    (hash ^ (hash >> 32)) as u32
+    hash as u32
+}
+
+/// The hash hashbrown sees for an element with check word `check`: the bucket bits are the
+/// check word itself (a 32-bit position: tables of up to 2^32 buckets), the 7-bit control tag
+/// a mix of it. Every entry of one check word has one home and one tag.
+#[inline(always)]
+fn index_hash(check: u32) -> u64 {
+    const TAG_BITS: u64 = 0x7f << 57;
+    let check = u64::from(check);
+    check | (check.wrapping_mul(0x9e37_79b9_7f4a_7c15) & TAG_BITS)
 }
 
 /// The fixed hash of the typed API.
@@ -848,10 +858,10 @@ mod tests {
 
     #[test]
     fn hashes_sharing_bucket_and_tag_stay_apart() {
-        // Same low bits (bucket) and top 7 bits (hashbrown's tag): only the check word and
-        // the full hash tell them apart.
+        // Same low 32 bits (check word, hence bucket and hashbrown's tag): only the full hash
+        // stored in the slot tells them apart.
         let (a, b) = (0x0000_0000_0000_0005u64, 0x0000_0001_0000_0005u64);
-        assert_ne!(hash_check(a), hash_check(b));
+        assert_eq!(hash_check(a), hash_check(b));
         let mut store = MemStore::new(8, None).unwrap();
         assert!(matches!(
             store.insert_new(a, 1u32, 10, 0),
