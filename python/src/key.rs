@@ -53,10 +53,7 @@ fn finish(h: u64) -> u64 {
 /// on the 1e6-entry miss benchmark (docs/performance.md): blocks of 8, 16 and 32 keys give
 /// 0.64x, 0.70x and 0.70x of the 128-entry speed; a fully mixed hash 0.40x.
 const BLOCK_BITS: u32 = 4;
-/// The block layout's bits of a hash; the 7 bits above come from the whole key.
-const BUCKET_BITS: u64 = (1 << 57) - 1;
 const SEED_BLOCK: u64 = 0x5851_f42d_4c95_7f2d;
-const SEED_TAG: u64 = 0x2127_599b_f432_5c37;
 
 /// The hash of a single exact `int`/`str` key. Python hashes an int to itself; this keeps
 /// blocks of 16 consecutive ints together: the block (`hash >> 4`) is mixed to pick a random
@@ -69,14 +66,12 @@ const SEED_TAG: u64 = 0x2127_599b_f432_5c37;
 /// the miss benchmark 15x slower when two dense ranges overlapped). Random keys stay random.
 /// The store's index positions an entry by the hash's low 32 bits (its check word, INV-M5,
 /// from which it also derives hashbrown's tag), so the block layout holds for tables of up to
-/// 2^32 buckets; the top bits, from the whole key, only sharpen the full-hash compare.
+/// 2^32 buckets; the bits above only sharpen the full-hash compare.
 #[inline(always)]
 fn hash_single(py_hash: ffi::Py_hash_t) -> u64 {
     let x = py_hash as u64;
     let block = finish(((x >> BLOCK_BITS) ^ SEED_BLOCK).wrapping_mul(MIX));
-    let tag = (x ^ SEED_TAG).wrapping_mul(MIX);
-    let low = (block << BLOCK_BITS) | (x & ((1 << BLOCK_BITS) - 1));
-    (low & BUCKET_BITS) | (tag & !BUCKET_BITS)
+    (block << BLOCK_BITS) | (x & ((1 << BLOCK_BITS) - 1))
 }
 
 /// For an exact `int` `x` that starts a block (`x % 16 == 0`): the hash [`hash_single`] gives

@@ -1918,13 +1918,18 @@ mod tests {
         store
     }
 
-    #[test]
-    fn files_truncated_under_a_live_store_are_survived() {
-        let dir = std::env::temp_dir().join(format!(
-            "warp_store_trunc_{}_{}",
+    /// A directory path no other test run uses (pid and clock in the name).
+    fn unique_temp_dir(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "{tag}_{}_{}",
             std::process::id(),
             super::super::raw::clock_monotonic_ns().unwrap_or(0)
-        ));
+        ))
+    }
+
+    #[test]
+    fn files_truncated_under_a_live_store_are_survived() {
+        let dir = unique_temp_dir("warp_store_trunc");
         for victim in ["data", "lock"] {
             let store = store_with_truncated_file(&dir, &format!("trunc_{victim}"), victim, 40);
             let mut out = Vec::new();
@@ -1949,11 +1954,7 @@ mod tests {
     fn an_insert_right_after_a_truncation_lands_in_fresh_files() {
         // Inserts no longer fstat the files each time (INV-S6 flags the truncation instead):
         // the first insert after one must still end up stored, in fresh full-size files.
-        let dir = std::env::temp_dir().join(format!(
-            "warp_store_trunc_insert_{}_{}",
-            std::process::id(),
-            super::super::raw::clock_monotonic_ns().unwrap_or(0)
-        ));
+        let dir = unique_temp_dir("warp_store_trunc_insert");
         for victim in ["data", "lock"] {
             let store =
                 store_with_truncated_file(&dir, &format!("trunc_insert_{victim}"), victim, 8);
