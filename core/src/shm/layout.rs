@@ -95,7 +95,9 @@ pub struct CounterStripe {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub oversize_skips: AtomicU64,
-    pub _pad: [AtomicU64; 13],
+    /// Hits whose value bytes then failed to decode (recomputed): reported as misses.
+    pub decode_failures: AtomicU64,
+    pub _pad: [AtomicU64; 12],
 }
 
 /// Per-slot metadata; key and value words follow it.

@@ -1322,6 +1322,14 @@ impl ShmStore {
         Ok(removed.unwrap_or(false))
     }
 
+    /// Counts a hit whose value bytes the caller could not decode (damaged, or a pickle whose
+    /// class is gone) and therefore recomputed: [`ShmStore::info`] reports it as a miss.
+    pub fn record_decode_failure(&self) {
+        if let Ok(view) = self.view() {
+            view.count(word!(CounterStripe, decode_failures));
+        }
+    }
+
     /// Counts a result that was not cached because its key or value was too large (the
     /// Python layer calls this when it skips `insert`).
     pub fn record_oversize_skip(&self) {
@@ -1364,9 +1372,15 @@ impl ShmStore {
 
     fn info_once(&self) -> Result<ShmInfo> {
         let view = self.view()?;
+        // A hit that could not be decoded was recomputed: it is a miss. (Counters are bumped
+        // without the lock, so a clear can fall between a hit and its failure: saturate.)
+        let decode_failures = view.sum(word!(CounterStripe, decode_failures));
+        let hits = view.sum(word!(CounterStripe, hits));
         Ok(ShmInfo {
-            hits: view.sum(word!(CounterStripe, hits)),
-            misses: view.sum(word!(CounterStripe, misses)),
+            hits: hits.saturating_sub(decode_failures),
+            misses: view
+                .sum(word!(CounterStripe, misses))
+                .wrapping_add(decode_failures.min(hits)),
             oversize_skips: view.sum(word!(CounterStripe, oversize_skips)),
             current_size: view
                 .header_word(word!(DataHeader, sieve_len))
@@ -1865,6 +1879,22 @@ mod tests {
         let mut bad_lock = lock.clone();
         bad_lock[0] ^= 1;
         assert!(ShmStore::from_image(config(4), &data, &bad_lock).is_err());
+    }
+
+    #[test]
+    fn a_hit_that_fails_to_decode_counts_as_a_miss() {
+        let store = ShmStore::over_memory(config(4)).unwrap();
+        store.insert(b"k", b"v", 0).unwrap();
+        let mut out = Vec::new();
+        assert!(store.get(b"k", 0, &mut out).unwrap());
+        assert!(store.get(b"k", 0, &mut out).unwrap());
+        store.record_decode_failure();
+        let info = store.info().unwrap();
+        assert_eq!((info.hits, info.misses), (1, 1));
+        store.clear().unwrap();
+        store.record_decode_failure(); // a failure counted after a clear raced with its hit
+        let info = store.info().unwrap();
+        assert_eq!((info.hits, info.misses), (0, 0));
     }
 
     #[test]
