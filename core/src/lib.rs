@@ -6,6 +6,7 @@ pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod fuzz_targets;
+pub mod hash;
 pub mod mem;
 pub mod model;
 pub mod policy;

@@ -19,9 +19,30 @@ pub struct CacheInfo {
     pub current_size: u64,
     #[pyo3(get)]
     pub oversize_skips: Option<u64>,
+    /// Why a function decorated with `backend="shared"` is cached in this process only (the
+    /// shared cache could not be used); `None` normally. Not one of the fields.
+    #[pyo3(get)]
+    pub fallback: Option<String>,
 }
 
 impl CacheInfo {
+    pub fn new(
+        hits: u64,
+        misses: u64,
+        max_size: u64,
+        current_size: u64,
+        oversize_skips: Option<u64>,
+    ) -> Self {
+        CacheInfo {
+            hits,
+            misses,
+            max_size,
+            current_size,
+            oversize_skips,
+            fallback: None,
+        }
+    }
+
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         match self.oversize_skips {
             None => PyTuple::new(
@@ -61,20 +82,18 @@ impl CacheInfo {
 #[pymethods]
 impl CacheInfo {
     #[new]
-    #[pyo3(signature = (hits, misses, max_size, current_size, oversize_skips = None))]
-    pub fn new(
+    #[pyo3(signature = (hits, misses, max_size, current_size, oversize_skips = None, *, fallback = None))]
+    fn py_new(
         hits: u64,
         misses: u64,
         max_size: u64,
         current_size: u64,
         oversize_skips: Option<u64>,
+        fallback: Option<String>,
     ) -> Self {
         CacheInfo {
-            hits,
-            misses,
-            max_size,
-            current_size,
-            oversize_skips,
+            fallback,
+            ..CacheInfo::new(hits, misses, max_size, current_size, oversize_skips)
         }
     }
 
@@ -85,6 +104,9 @@ impl CacheInfo {
         );
         if let Some(skips) = self.oversize_skips {
             out.push_str(&format!(", oversize_skips={skips}"));
+        }
+        if let Some(fallback) = &self.fallback {
+            out.push_str(&format!(", fallback={fallback:?}"));
         }
         out.push(')');
         out
@@ -121,6 +143,24 @@ impl CacheInfo {
         slf: &Bound<'py, Self>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let this = slf.get();
+        if let Some(fallback) = &this.fallback {
+            // `fallback` is keyword-only: rebuild through a helper that passes it.
+            let rebuild = slf
+                .py()
+                .import("warp_cache")?
+                .getattr("_rebuild_cache_info")?;
+            let args = (
+                slf.get_type(),
+                this.hits,
+                this.misses,
+                this.max_size,
+                this.current_size,
+                this.oversize_skips,
+                fallback.clone(),
+            )
+                .into_pyobject(slf.py())?;
+            return Ok((rebuild, args));
+        }
         let args = PyTuple::new(
             slf.py(),
             [

@@ -4,12 +4,22 @@ directory, and waiting for process states. Not a test module."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
+
+#: A process's presence file in a cache directory (core/src/shm/liveness.rs): one per live
+#: process that uses the directory, not a cache file.
+PRESENCE_FILE = re.compile(r"^\.live\.[0-9a-f]{8}$")
+
+
+def cache_files(directory: Path) -> List[str]:
+    """The names in a cache directory other than presence files, sorted."""
+    return sorted(name for name in os.listdir(directory) if not PRESENCE_FILE.match(name))
 
 
 def child_env(cache_dir: Path, **extra: str) -> Dict[str, str]:

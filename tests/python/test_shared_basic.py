@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from shared_util import cache_files
+
 import warp_cache
 from warp_cache import Backend, CacheInfo, cache
 
@@ -334,7 +336,7 @@ def test_files_live_in_the_cache_directory_with_private_modes(warp_cache_dir):
     f(1)
     files = f._shared_files()
     assert os.path.dirname(files["data"]) == str(warp_cache_dir)
-    assert sorted(os.listdir(warp_cache_dir)) == sorted(
+    assert cache_files(warp_cache_dir) == sorted(
         [os.path.basename(files["data"]), os.path.basename(files["lock"])]
     )
     for path in (files["data"], files["lock"]):

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from shared_util import run_code, run_python, write_script
+from shared_util import cache_files, run_code, run_python, write_script
 from warp_cache import cache
 from warp_cache._shared import cache_name
 
@@ -135,7 +135,7 @@ def test_long_and_hostile_qualnames_stay_inside_the_directory(warp_cache_dir):
         for path in (files["data"], files["lock"]):
             assert os.path.dirname(path) == str(warp_cache_dir), path
             assert len(os.path.basename(path)) <= 100
-    assert all(not name.startswith(".") for name in os.listdir(warp_cache_dir))
+    assert all(not name.startswith(".") for name in cache_files(warp_cache_dir))
 
 
 def test_a_changed_body_after_a_deploy_gets_a_new_cache(tmp_path, warp_cache_dir):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from shared_util import run_python, write_script
+from shared_util import cache_files, run_python, write_script
 from warp_cache import cache
 
 COMPUTED = []
@@ -207,7 +207,7 @@ def test_eight_processes_cold_start_the_same_cache_at_once(warp_cache_dir):
         p.join(30)
         assert p.exitcode == 0
     assert all(wrong == [] for _, wrong in results)
-    names = sorted(os.listdir(warp_cache_dir))
+    names = cache_files(warp_cache_dir)
     assert len(names) == 2 and names[0].endswith(".data") and names[1].endswith(".lock"), names
     f = cache(backend="shared", max_size=512)(target)
     f._shared_validate()
@@ -236,7 +236,7 @@ def test_other_parameters_while_a_live_process_uses_the_old_ones(warp_cache_dir)
                 assert small.call(x)[0] == expected(x)
         finally:
             again.stop()
-        assert len(os.listdir(warp_cache_dir)) == 2, "replaced, never accumulated"
+        assert len(cache_files(warp_cache_dir)) == 2, "replaced, never accumulated"
     finally:
         small.stop()
 

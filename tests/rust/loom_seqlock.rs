@@ -13,10 +13,9 @@ use loom::thread;
 use std::sync::atomic::Ordering::Relaxed;
 use warp_cache_core::shm::seqlock::SeqLock;
 
-/// Two lock words plus a two-word "value" that writers keep equal.
+/// The lock's state word plus a two-word "value" that writers keep equal.
 struct Shared {
-    seq: AtomicU64,
-    owner: AtomicU64,
+    state: AtomicU64,
     a: AtomicU64,
     b: AtomicU64,
 }
@@ -24,15 +23,14 @@ struct Shared {
 impl Shared {
     fn new() -> Arc<Shared> {
         Arc::new(Shared {
-            seq: AtomicU64::new(0),
-            owner: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             a: AtomicU64::new(0),
             b: AtomicU64::new(0),
         })
     }
 
     fn lock(&self) -> SeqLock<'_, AtomicU64> {
-        SeqLock::new(&self.seq, &self.owner)
+        SeqLock::new(&self.state)
     }
 
     /// The production write path: lock, odd, relaxed stores, even, unlock.
@@ -41,11 +39,11 @@ impl Shared {
         while !lock.try_lock(me) {
             thread::yield_now();
         }
-        let section = lock.write_begin();
+        let section = lock.write_begin(me).unwrap();
         assert!(!section.interrupted);
         self.a.store(value, Relaxed);
         self.b.store(value, Relaxed);
-        lock.write_end(section);
+        assert!(lock.write_end(section));
         assert!(lock.unlock(me));
     }
 
@@ -95,11 +93,11 @@ fn writers_exclude_each_other() {
                     while !lock.try_lock(me) {
                         thread::yield_now();
                     }
-                    let section = lock.write_begin();
+                    let section = lock.write_begin(me).unwrap();
                     // Read-modify-write under the lock: lost updates would show overlap.
                     let a = shared.a.load(Relaxed);
                     shared.a.store(a + 1, Relaxed);
-                    lock.write_end(section);
+                    assert!(lock.write_end(section));
                     assert!(lock.unlock(me));
                 })
             })
@@ -108,7 +106,7 @@ fn writers_exclude_each_other() {
             writer.join().unwrap();
         }
         assert_eq!(shared.a.load(Relaxed), 2);
-        assert_eq!(shared.seq.load(Relaxed), 4);
+        assert_eq!(shared.lock().sequence(), 4);
     });
 }
 
@@ -121,7 +119,7 @@ fn a_section_abandoned_by_a_dead_writer_is_reported_to_the_next() {
             thread::spawn(move || {
                 let lock = shared.lock();
                 assert!(lock.try_lock(7));
-                let _abandoned = lock.write_begin();
+                let _abandoned = lock.write_begin(7).unwrap();
                 shared.a.store(1, Relaxed); // then "dies": no write_end, no unlock
             })
         };
@@ -130,12 +128,61 @@ fn a_section_abandoned_by_a_dead_writer_is_reported_to_the_next() {
         assert_eq!(shared.read(), None);
         let lock = shared.lock();
         assert!(lock.take_over(7, 9));
-        let section = lock.write_begin();
+        let section = lock.write_begin(9).unwrap();
         assert!(section.interrupted);
         shared.a.store(0, Relaxed); // the "reset"
         shared.b.store(0, Relaxed);
-        lock.write_end(section);
+        assert!(lock.write_end(section));
         assert!(lock.unlock(9));
         assert_eq!(shared.read(), Some((0, 0)));
+    });
+}
+
+/// INV-S8 in every interleaving: a writer whose lock is taken over while it still runs (it
+/// was judged dead) can neither end its section nor begin another, and the successor's
+/// section ends even, owned by the successor.
+#[test]
+fn a_taken_over_writer_is_fenced_off() {
+    loom::model(|| {
+        let shared = Shared::new();
+        let lock = shared.lock();
+        assert!(lock.try_lock(7));
+        let stale = lock.write_begin(7).unwrap();
+        let zombie = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || {
+                let lock = shared.lock();
+                // Still running: tries to finish, then to write again.
+                let ended = lock.write_end(stale);
+                let began = lock.write_begin(7);
+                (ended, began.is_some())
+            })
+        };
+        let successor = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || {
+                let lock = shared.lock();
+                if lock.take_over(7, 9) {
+                    let section = lock.write_begin(9).unwrap();
+                    assert!(lock.write_end(section));
+                    assert!(lock.unlock(9));
+                    true
+                } else {
+                    false
+                }
+            })
+        };
+        let (ended, began) = zombie.join().unwrap();
+        let took_over = successor.join().unwrap();
+        if took_over && !ended {
+            // Taken over before the zombie ended: it never touched the sequence again.
+            assert!(!began);
+        }
+        // Whoever won, the sequence ends even and no section is left open by the loser.
+        let lock = shared.lock();
+        if took_over {
+            assert_eq!(lock.owner(), 0);
+            assert_eq!(lock.sequence() & 1, 0);
+        }
     });
 }

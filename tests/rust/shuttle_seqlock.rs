@@ -58,8 +58,7 @@ const WORDS: usize = 3;
 
 /// The lock words plus a protected value of three words that writers keep equal.
 struct Shared {
-    seq: W,
-    owner: W,
+    state: W,
     data: [ShuttleU64; WORDS],
     /// Set while some thread is inside a write section (mutual exclusion check).
     in_section: AtomicBool,
@@ -68,22 +67,21 @@ struct Shared {
 impl Shared {
     fn new() -> Arc<Shared> {
         Arc::new(Shared {
-            seq: W::new(0),
-            owner: W::new(0),
+            state: W::new(0),
             data: std::array::from_fn(|_| ShuttleU64::new(0)),
             in_section: AtomicBool::new(false),
         })
     }
 
     fn lock(&self) -> SeqLock<'_, W> {
-        SeqLock::new(&self.seq, &self.owner)
+        SeqLock::new(&self.state)
     }
 
-    /// Inside a held lock: a write section storing `value` in every word (each store is a
-    /// scheduling point, so readers can interleave mid-write). Returns `interrupted`.
-    fn write_section(&self, value: u64, reset_if_interrupted: bool) -> bool {
+    /// Inside a lock held by `me`: a write section storing `value` in every word (each store
+    /// is a scheduling point, so readers can interleave mid-write). Returns `interrupted`.
+    fn write_section(&self, me: u64, value: u64, reset_if_interrupted: bool) -> bool {
         let lock = self.lock();
-        let section = lock.write_begin();
+        let section = lock.write_begin(me).expect("the holder begins its section");
         assert!(
             !self.in_section.swap(true, Ordering::SeqCst),
             "two write sections overlap"
@@ -97,7 +95,7 @@ impl Shared {
             w.store(value, Ordering::Relaxed);
         }
         self.in_section.store(false, Ordering::SeqCst);
-        lock.write_end(section);
+        assert!(lock.write_end(section), "the holder ends its section");
         section.interrupted
     }
 
@@ -148,7 +146,7 @@ fn writers_exclude_each_other_and_readers_never_validate_a_torn_copy() {
                         let lock = shared.lock();
                         let got = lock.acquire(me, Duration::from_secs(3600), &AllAlive);
                         assert_eq!(got, Acquire::Acquired);
-                        assert!(!shared.write_section(me * 10 + round, false));
+                        assert!(!shared.write_section(me, me * 10 + round, false));
                         assert!(lock.unlock(me), "lock lost");
                     }
                 }));
@@ -203,7 +201,7 @@ fn a_dead_writer_is_taken_over_once_and_its_section_reset() {
                     let lock = shared.lock();
                     if lock.try_lock(DEAD) {
                         dead_held.store(true, Ordering::SeqCst);
-                        let _abandoned = lock.write_begin();
+                        let _abandoned = lock.write_begin(DEAD).unwrap();
                         shared.data[0].store(99, Ordering::Relaxed); // torn, then "killed"
                     }
                     dead_gone.store(true, Ordering::SeqCst);
@@ -229,7 +227,7 @@ fn a_dead_writer_is_taken_over_once_and_its_section_reset() {
                             break;
                         }
                     }
-                    if shared.write_section(me, true) {
+                    if shared.write_section(me, me, true) {
                         interrupted_seen.fetch_add(1, Ordering::SeqCst);
                     }
                     assert!(lock.unlock(me), "the lock was taken from a live owner");
@@ -254,7 +252,7 @@ fn a_dead_writer_is_taken_over_once_and_its_section_reset() {
             if lock.owner() == DEAD {
                 assert!(lock.take_over(DEAD, 30));
                 assert!(
-                    shared.write_section(30, true),
+                    shared.write_section(30, 30, true),
                     "the abandoned section is reported"
                 );
                 interrupted_seen.fetch_add(1, Ordering::SeqCst);

@@ -192,16 +192,31 @@ impl<'a> Arena<'a> {
         }
     }
 
-    /// Writes a whole entry (writer, inside a write section). Lengths are within the limits
-    /// (checked by the caller).
-    pub fn write_entry(&self, slot: u32, hash: u64, key: &[u8], value: &[u8], stored_at_ns: u64) {
+    /// Writes a whole entry (writer, inside a write section) under table epoch `epoch`.
+    /// Lengths are within the limits (checked by the caller).
+    pub fn write_entry(
+        &self,
+        slot: u32,
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        stored_at_ns: u64,
+        epoch: u64,
+    ) {
         self.set_meta(slot, word!(SlotMeta, hash), hash);
         Self::store_bytes(self.key_words(slot, key.len().div_ceil(WORD_BYTES)), key);
-        self.write_value(slot, key.len() as u32, value, stored_at_ns);
+        self.write_value(slot, key.len() as u32, value, stored_at_ns, epoch);
     }
 
-    /// Replaces the value and its stamp (writer, inside a write section).
-    pub fn write_value(&self, slot: u32, key_len: u32, value: &[u8], stored_at_ns: u64) {
+    /// Replaces the value, its stamp and the entry check (writer, inside a write section).
+    pub fn write_value(
+        &self,
+        slot: u32,
+        key_len: u32,
+        value: &[u8],
+        stored_at_ns: u64,
+        epoch: u64,
+    ) {
         let words = self.value_words(slot, value.len().div_ceil(WORD_BYTES));
         let half = words.len() / 2;
         Self::store_bytes(&words[..half], value);
@@ -215,6 +230,22 @@ impl<'a> Arena<'a> {
         let lens = u64::from(key_len) | (u64::from(value.len() as u32) << 32);
         self.set_meta(slot, word!(SlotMeta, lens), lens);
         self.set_meta(slot, word!(SlotMeta, stored_at_ns), stored_at_ns);
+        let hash = self.hash(slot);
+        let check = crate::hash::entry_check(epoch, hash, lens, stored_at_ns, value);
+        self.set_meta(slot, word!(SlotMeta, check), check);
+    }
+
+    /// The entry check word stored for `slot` (validation).
+    pub fn check(&self, slot: u32) -> u64 {
+        self.meta(slot, word!(SlotMeta, check))
+    }
+
+    /// The value bytes of `slot` (validation and diagnostics).
+    pub fn value(&self, slot: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let len = self.lens(slot).value.min(self.geometry.value_bytes_max);
+        self.copy_value(slot, len, &mut out);
+        out
     }
 
     // --- allocator (writer only) ---
@@ -299,6 +330,18 @@ impl SlotWords<'_> {
         self.meta(word!(SlotMeta, stored_at_ns))
     }
 
+    /// Both lengths as stored (the word the entry check covers).
+    #[inline]
+    pub fn lens_word(&self) -> u64 {
+        self.meta(word!(SlotMeta, lens))
+    }
+
+    /// The entry check word ([`crate::hash::entry_check`]).
+    #[inline]
+    pub fn check(&self) -> u64 {
+        self.meta(word!(SlotMeta, check))
+    }
+
     #[inline]
     pub fn visited(&self) -> bool {
         self.meta(word!(SlotMeta, visited)) != 0
@@ -357,6 +400,8 @@ pub trait ValueSink {
     /// Appends the first `len` bytes of `words` (little-endian; `len <= words.len() * 8`,
     /// at most one call after each [`ValueSink::clear`]).
     fn fill(&mut self, words: &[AtomicU64], len: usize);
+    /// The bytes held since the last [`ValueSink::clear`].
+    fn bytes(&self) -> &[u8];
 }
 
 impl ValueSink for Vec<u8> {
@@ -373,6 +418,11 @@ impl ValueSink for Vec<u8> {
             self.extend_from_slice(&word.load(Relaxed).to_le_bytes());
         }
         self.truncate(start + len);
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self
     }
 }
 
@@ -432,6 +482,11 @@ impl<'v> SmallValue<'v> {
 }
 
 impl ValueSink for SmallValue<'_> {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        SmallValue::bytes(self)
+    }
+
     #[inline]
     fn clear(&mut self) {
         self.len = 0;
@@ -576,7 +631,7 @@ mod tests {
         let slot = arena.alloc().unwrap();
         for len in 0..=24usize {
             let key: Vec<u8> = (0..len).map(|i| 0xA0 ^ (i as u8 * 7)).collect();
-            arena.write_entry(slot, 5, &key, b"v", 1);
+            arena.write_entry(slot, 5, &key, b"v", 1, 1);
             let words = arena.slot(slot).unwrap();
             assert!(words.key_matches(5, &key), "len {len}");
             assert!(arena.key_matches(slot, 5, &key), "len {len}");
@@ -613,7 +668,7 @@ mod tests {
             100,
         ] {
             let value: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5C).collect();
-            arena.write_entry(slot, 1, b"k", &value, 1);
+            arena.write_entry(slot, 1, b"k", &value, 1, 1);
             let mut spill = vec![0xEE; 3];
             let mut small = SmallValue::new(&mut spill);
             small.clear();
@@ -639,7 +694,7 @@ mod tests {
         let arena = heap.arena();
         let slot = arena.alloc().unwrap();
         let key = b"thirteen byte";
-        arena.write_entry(slot, 99, key, b"0123456789abcdefghi", 5);
+        arena.write_entry(slot, 99, key, b"0123456789abcdefghi", 5, 1);
         assert!(arena.key_matches(slot, 99, key));
         assert!(!arena.key_matches(slot, 98, key), "hash differs");
         assert!(!arena.key_matches(slot, 99, b"thirteen bytE"));
@@ -652,7 +707,7 @@ mod tests {
         let mut out = vec![b'x'];
         arena.copy_value(slot, 19, &mut out);
         assert_eq!(out, b"x0123456789abcdefghi");
-        arena.write_value(slot, 13, b"", 6);
+        arena.write_value(slot, 13, b"", 6, 1);
         let mut out = Vec::new();
         arena.copy_value(slot, arena.lens(slot).value, &mut out);
         assert!(out.is_empty());

@@ -7,18 +7,19 @@
 //!
 //! | bytes                       | content                                                  |
 //! |-----------------------------|----------------------------------------------------------|
-//! | `0 .. 384`                  | [`DataHeader`]: parameter block (256 B) + writer block (128 B) |
+//! | `0 .. 512`                  | [`DataHeader`]: parameter block (256 B), writer block (128 B), state line (128 B: epoch, retired) |
 //! | `stripes_offset ..`         | `stripe_count` x [`CounterStripe`] (128 B each)           |
 //! | `table_offset ..`           | `bucket_count` x u64 buckets (see [`crate::shm::table`])  |
 //! | `arena_offset ..`           | `capacity` slots of `slot_bytes` each                    |
 //!
-//! A slot is a [`SlotMeta`] (48 B) followed by `key_words` and `value_words` u64 words holding
+//! A slot is a [`SlotMeta`] (56 B) followed by `key_words` and `value_words` u64 words holding
 //! the key and value bytes packed little-endian (the unused tail of the last word is zero).
 //!
 //! # Lock file (`<name>.lock`)
 //!
-//! [`LockFile`], 384 B: identity line, then the seqlock sequence word and the writer lock word
-//! on separate 128-byte lines (readers poll `seq`; waiting writers poll `owner`).
+//! [`LockFile`], 640 B: identity line, then the seqlock state word (writer-lock owner and
+//! sequence in one word) and the takeover counter on separate 128-byte lines, then the
+//! mapper table (which processes use these files).
 //!
 //! All numbers are native-endian; the header's `endian` word (written as
 //! [`ENDIAN_MARK`]) makes a file from a machine of the other endianness a mismatch.
@@ -38,7 +39,7 @@ pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPCLCK");
 /// Reads back as this value only on a machine of the writer's endianness.
 pub const ENDIAN_MARK: u64 = 0x0102_0304_0506_0708;
 /// Version of this layout. Bump on any change of the structures below or of their meaning.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 /// Counter stripes (one per CPU modulo this): hits from different CPUs touch different lines.
 pub const STRIPE_COUNT: u64 = 32;
 /// Largest capacity: the table needs `2 * capacity` buckets addressable by 32-bit hashes.
@@ -87,6 +88,14 @@ pub struct DataHeader {
     /// Number of times the table was reset after a crash or corruption (diagnostics).
     pub resets: AtomicU64,
     pub _reserved1: [AtomicU64; 9],
+    // --- state line: loaded by every read, written only by resets, takeovers, retirement ---
+    /// Table epoch: changed (under the writer lock) by every reset, clear and lock takeover,
+    /// so entries written before it never validate again (INV-S8).
+    pub epoch: AtomicU64,
+    /// Nonzero once this data file (and the lock file paired with it) was replaced or removed
+    /// by a warp_cache process: every process using it moves to the files now at its names.
+    pub retired: AtomicU64,
+    pub _reserved2: [AtomicU64; 14],
 }
 
 /// Per-CPU counters, one 128-byte line pair each.
@@ -115,6 +124,9 @@ pub struct SlotMeta {
     pub stored_at_ns: AtomicU64,
     /// Next slot on the free list, `NO_SLOT` at its end.
     pub free_next: AtomicU64,
+    /// [`crate::hash::entry_check`] of the entry under the epoch its writer locked in
+    /// (INV-S8); 0 in a never-written slot.
+    pub check: AtomicU64,
 }
 
 /// Lock file.
@@ -126,24 +138,35 @@ pub struct LockFile {
     /// Random at creation; data files record it (INV-S2).
     pub nonce: AtomicU64,
     pub _pad0: [AtomicU64; 12],
-    /// Seqlock sequence: odd while a writer is changing the data file.
-    pub seq: AtomicU64,
+    /// Seqlock state (`seqlock.rs`): the writer-lock owner's liveness id (`liveness.rs`; 0 =
+    /// free) in the high 32 bits, the sequence (odd while a writer is changing the data file)
+    /// in the low 32 bits.
+    pub state: AtomicU64,
     pub _pad1: [AtomicU64; 15],
-    /// Writer lock: 0 = free, else owner pid (low 32 bits) and start token (high 32 bits).
-    pub owner: AtomicU64,
     /// Number of times a waiter took the lock over from a dead owner (diagnostics).
     pub takeovers: AtomicU64,
-    pub _pad2: [AtomicU64; 14],
+    pub _pad2: [AtomicU64; 15],
+    /// Liveness ids of the processes that have these files mapped (0 = free entry), so that a
+    /// cleaner knows whether any live process still uses them.
+    pub mappers: [AtomicU64; MAPPER_SLOTS],
+    /// Nonzero once a process found every mapper entry taken by a live process: the files are
+    /// then never removed as unused.
+    pub mappers_overflow: AtomicU64,
 }
 
+/// Mapper entries in a lock file.
+pub const MAPPER_SLOTS: usize = 31;
+
 const _: () = assert!(size_of::<AtomicU64>() == WORD_BYTES);
-const _: () = assert!(size_of::<DataHeader>() == 384);
+const _: () = assert!(size_of::<DataHeader>() == 512);
+const _: () = assert!(offset_of!(DataHeader, epoch) == 384);
 const _: () = assert!(offset_of!(DataHeader, sieve_head) == 256);
 const _: () = assert!(size_of::<CounterStripe>() == SECTION_ALIGN as usize);
-const _: () = assert!(size_of::<SlotMeta>() == 48);
-const _: () = assert!(size_of::<LockFile>() == 384);
-const _: () = assert!(offset_of!(LockFile, seq) == 128);
-const _: () = assert!(offset_of!(LockFile, owner) == 256);
+const _: () = assert!(size_of::<SlotMeta>() == 56);
+const _: () = assert!(size_of::<LockFile>() == 640);
+const _: () = assert!(offset_of!(LockFile, mappers) == 384);
+const _: () = assert!(offset_of!(LockFile, state) == 128);
+const _: () = assert!(offset_of!(LockFile, takeovers) == 256);
 const _: () = assert!(size_of::<DataHeader>() as u64 % SECTION_ALIGN == 0);
 
 /// Word index of a field: `word!(Struct, field)`.
@@ -319,20 +342,24 @@ mod tests {
         assert_eq!(word!(DataHeader, sieve_head), 32);
         assert_eq!(word!(DataHeader, resets), 38);
         assert_eq!(word!(SlotMeta, free_next), 5);
-        assert_eq!(word!(LockFile, seq), 16);
-        assert_eq!(word!(LockFile, owner), 32);
-        assert_eq!(HEADER_WORDS, 48);
-        assert_eq!(META_WORDS, 6);
+        assert_eq!(word!(SlotMeta, check), 6);
+        assert_eq!(word!(DataHeader, epoch), 48);
+        assert_eq!(word!(DataHeader, retired), 49);
+        assert_eq!(word!(LockFile, mappers), 48);
+        assert_eq!(word!(LockFile, state), 16);
+        assert_eq!(word!(LockFile, takeovers), 32);
+        assert_eq!(HEADER_WORDS, 64);
+        assert_eq!(META_WORDS, 7);
     }
 
     #[test]
     fn default_geometry() {
         let g = Geometry::new(128, 512, 4096).unwrap();
-        assert_eq!(g.slot_bytes(), 48 + 512 + 4096);
+        assert_eq!(g.slot_bytes(), 56 + 512 + 4096);
         assert_eq!(g.bucket_count, 256);
-        assert_eq!(g.stripes_word * 8, 384);
-        assert_eq!(g.table_word * 8, 384 + 32 * 128);
-        assert_eq!(g.arena_word * 8, 384 + 32 * 128 + 256 * 8);
+        assert_eq!(g.stripes_word * 8, 512);
+        assert_eq!(g.table_word * 8, 512 + 32 * 128);
+        assert_eq!(g.arena_word * 8, 512 + 32 * 128 + 256 * 8);
         assert_eq!(
             g.region_bytes,
             g.arena_word as u64 * 8 + 128 * g.slot_bytes()

@@ -34,7 +34,13 @@ pub mod table;
 #[cfg(unix)]
 pub mod failpoint;
 #[cfg(unix)]
+pub mod files;
+#[cfg(unix)]
 pub mod fuzz;
+#[cfg(unix)]
+pub mod header;
+#[cfg(unix)]
+pub mod liveness;
 #[cfg(unix)]
 pub mod raw;
 #[cfg(unix)]
@@ -44,7 +50,6 @@ pub mod seqlock;
 #[cfg(unix)]
 pub mod store;
 
+pub use crate::hash::{hash_algo_id, key_hash};
 #[cfg(unix)]
-pub use store::{
-    hash_algo_id, key_hash, InsertOutcome, ShmConfig, ShmInfo, ShmPaths, ShmStore, SkipReason,
-};
+pub use store::{InsertOutcome, ShmConfig, ShmInfo, ShmPaths, ShmStore, SkipReason};

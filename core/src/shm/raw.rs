@@ -1,6 +1,7 @@
 //! The few unsafe primitives of the shared-memory store that are not about files (those are
 //! in `region.rs`): clock, process identity and liveness, CPU number, and the signals the
-//! failpoints raise. Every block states the invariant it relies on.
+//! failpoints raise, and the fork hook that keeps presence files (`liveness.rs`) per process.
+//! Every block states the invariant it relies on.
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process on the machine.
 pub fn clock_monotonic_ns() -> Option<u64> {
@@ -19,30 +20,98 @@ pub fn clock_monotonic_ns() -> Option<u64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
-/// Cached pid; 0 = unknown. Reset in a forked child by the atfork handler below.
-static PID_CACHE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds (Linux; the precise clock elsewhere): a few
+/// nanoseconds to read, a few milliseconds of resolution. For rate limits only, never TTL.
+#[cfg(target_os = "linux")]
+pub fn coarse_clock_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
 
-extern "C" fn forget_pid_in_child() {
-    // Async-signal-safe: a single atomic store.
-    PID_CACHE.store(0, std::sync::atomic::Ordering::Relaxed);
+#[cfg(not(target_os = "linux"))]
+pub fn coarse_clock_ns() -> u64 {
+    clock_monotonic_ns().unwrap_or(0)
+}
+
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// Cached pid; 0 = unknown. Reset in a forked child by the atfork handler below.
+static PID_CACHE: AtomicU32 = AtomicU32::new(0);
+/// Number of forks this process descends from (bumped in every forked child).
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Presence-file descriptors (`liveness.rs`) a forked child must close: -1 = empty entry.
+const PRESENCE_FD_SLOTS: usize = 64;
+static PRESENCE_FDS: [AtomicI32; PRESENCE_FD_SLOTS] =
+    [const { AtomicI32::new(-1) }; PRESENCE_FD_SLOTS];
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: atomics and close(2) only.
+    PID_CACHE.store(0, Relaxed);
+    FORK_GENERATION.fetch_add(1, Relaxed);
+    for slot in &PRESENCE_FDS {
+        let fd = slot.swap(-1, Relaxed);
+        if fd >= 0 {
+            // SAFETY: `fd` is a presence descriptor this process (the parent, before the fork)
+            // kept open for its whole life and never closed; the child closes its inherited
+            // copy so the parent's lock dies with the parent. Nothing else uses the number.
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+fn register_fork_handler() {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a child handler that only performs atomic operations and close;
+        // no prepare or parent handler. The function lives for the whole program.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// How many forks separate this process from the one that loaded the library: state cached
+/// under an older generation belongs to an ancestor process.
+#[inline]
+pub fn fork_generation() -> u64 {
+    register_fork_handler();
+    FORK_GENERATION.load(Relaxed)
+}
+
+/// Keeps a presence descriptor open for the rest of the process's life (never closed here; a
+/// forked child closes its inherited copy). Beyond 64 of them a child keeps the copy: its
+/// parent then counts as alive until the child exits too.
+pub fn keep_presence_fd(fd: std::os::fd::OwnedFd) {
+    use std::os::fd::IntoRawFd;
+    register_fork_handler();
+    let raw = fd.into_raw_fd();
+    for slot in &PRESENCE_FDS {
+        if slot.compare_exchange(-1, raw, Relaxed, Relaxed).is_ok() {
+            return;
+        }
+    }
 }
 
 /// The calling process's id. Cached (getpid is a real system call, ~150 ns here); a
 /// `pthread_atfork` child handler clears the cache so a forked child sees its own pid.
 pub fn current_pid() -> u32 {
-    use std::sync::atomic::Ordering::Relaxed;
-    static REGISTER: std::sync::Once = std::sync::Once::new();
     let cached = PID_CACHE.load(Relaxed);
     if cached != 0 {
         return cached;
     }
-    REGISTER.call_once(|| {
-        // SAFETY: registers a child handler that only performs an atomic store; no prepare
-        // or parent handler. The function lives for the whole program.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(forget_pid_in_child));
-        }
-    });
+    register_fork_handler();
     // SAFETY: getpid has no preconditions and cannot fail.
     let pid = unsafe { libc::getpid() } as u32;
     PID_CACHE.store(pid, Relaxed);
@@ -53,38 +122,6 @@ pub fn current_pid() -> u32 {
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-/// What `kill(pid, 0)` says about a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PidStatus {
-    /// It exists (possibly owned by another user, or a zombie).
-    Exists,
-    /// No such process.
-    Gone,
-}
-
-/// Probes `pid` with signal 0 (no signal is sent).
-pub fn pid_status(pid: u32) -> PidStatus {
-    // pid 0 or anything that would be negative as pid_t would address process groups: never
-    // a lock owner.
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return PidStatus::Gone;
-    };
-    if pid <= 0 {
-        return PidStatus::Gone;
-    }
-    // SAFETY: signal 0 performs only the existence and permission check; `pid` is positive so
-    // it names a single process, never a group.
-    let rc = unsafe { libc::kill(pid, 0) };
-    if rc == 0 {
-        return PidStatus::Exists;
-    }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::ESRCH) => PidStatus::Gone,
-        // EPERM: it exists but belongs to someone else.
-        _ => PidStatus::Exists,
-    }
 }
 
 /// The CPU the calling thread runs on, used only to pick a counter stripe.
@@ -127,15 +164,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn self_exists_and_an_impossible_pid_is_gone() {
-        assert_eq!(pid_status(current_pid()), PidStatus::Exists);
-        assert_eq!(pid_status(0), PidStatus::Gone);
-        assert_eq!(pid_status(u32::MAX), PidStatus::Gone);
-        // Linux pid_max is at most 2^22.
-        assert_eq!(pid_status((1 << 22) + 12_345), PidStatus::Gone);
-    }
-
-    #[test]
     fn a_forked_child_sees_its_own_pid() {
         let parent = current_pid();
         assert_eq!(parent, std::process::id());
@@ -145,7 +173,7 @@ mod tests {
         if child == 0 {
             // SAFETY: getpid has no preconditions.
             let real = unsafe { libc::getpid() } as u32;
-            let ok = current_pid() == real && current_pid() != parent;
+            let ok = current_pid() == real && current_pid() != parent && fork_generation() == 1;
             // SAFETY: _exit ends the child without running the parent's destructors.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }

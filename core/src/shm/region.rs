@@ -88,8 +88,16 @@ fn fnv1a_128(bytes: &[u8]) -> u128 {
 /// contain `--`, so a hashed name never equals a plain one, and the result never contains `/`,
 /// never starts with a dot and is at most 82 characters.
 pub fn sanitize_name(name: &str) -> String {
+    sanitize_name_within(name, NAME_MAX_PLAIN)
+}
+
+/// [`sanitize_name`] with room for a suffix: the result is at most `max_len` characters
+/// (`max_len` >= 40; a name within it is kept as is when plain, else hashed with a shorter
+/// readable prefix).
+pub fn sanitize_name_within(name: &str, max_len: usize) -> String {
+    let max_len = max_len.max(40);
     let plain = !name.is_empty()
-        && name.len() <= NAME_MAX_PLAIN
+        && name.len() <= max_len
         && !name.starts_with('.')
         && !name.contains("--")
         && name.chars().all(plain_char);
@@ -100,7 +108,7 @@ pub fn sanitize_name(name: &str) -> String {
         .chars()
         .map(|c| if plain_char(c) { c } else { '_' })
         .skip_while(|&c| c == '.')
-        .take(48)
+        .take(48.min(max_len - 34))
         .collect();
     while prefix.contains("--") {
         prefix = prefix.replace("--", "-_");
@@ -114,8 +122,23 @@ pub fn sanitize_name(name: &str) -> String {
     format!("{prefix}--{:032x}", fnv1a_128(name.as_bytes()))
 }
 
-/// Device and inode: tells whether a name still points at the file we mapped.
+/// What [`CacheDir::probe_presence`] found at a presence file's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceProbe {
+    /// The file exists and a process holds its lock: that process is alive.
+    Held,
+    /// The file exists and nobody holds its lock: its process is gone (the kernel releases a
+    /// `flock` when the last descriptor of its open file description closes, at exit at the
+    /// latest, whatever PID namespace the process lives in).
+    Released,
+    /// No such file.
+    Absent,
+    /// It could not be checked (permissions, descriptor limit, ...): assume alive.
+    Unknown,
+}
+
+/// Device and inode: tells whether a name still points at the file we mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
@@ -276,20 +299,18 @@ impl CacheDir {
         ShmFile::checked(file, self.path.join(name)).map(Some)
     }
 
-    /// Creates a new `0600` file under a unique temporary name with `len` bytes reserved.
-    /// Returns the file and its temporary name (publish it with [`CacheDir::publish`] or
-    /// [`CacheDir::replace`], or [`CacheDir::remove`] it).
-    pub fn create_temp(&self, stem: &str, len: u64) -> Result<(ShmFile, String)> {
+    /// Creates a new `0600` file under a unique temporary name `<prefix><stem>.<n>` with `len`
+    /// bytes reserved. `prefix` names the creator (`liveness::temp_prefix`), so that a sweeper
+    /// can remove it if the creator dies before publishing it. Returns the file and its
+    /// temporary name (publish it with [`CacheDir::publish`] or [`CacheDir::replace`], or
+    /// [`CacheDir::remove`] it).
+    pub fn create_temp(&self, prefix: &str, stem: &str, len: u64) -> Result<(ShmFile, String)> {
         use std::sync::atomic::AtomicU32;
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         self.check_free_space(len)?;
         let mut attempt = 0;
         let (fd, tmp_name) = loop {
-            let tmp_name = format!(
-                ".tmp.{stem}.{}.{}",
-                super::raw::current_pid(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            );
+            let tmp_name = format!("{prefix}{stem}.{}", COUNTER.fetch_add(1, Ordering::Relaxed));
             let cname = name_cstring(&tmp_name)?;
             // SAFETY: valid directory fd and NUL-terminated relative name; O_EXCL makes this
             // create a new file or fail; mode 0600 is passed as the variadic mode argument.
@@ -408,8 +429,121 @@ impl CacheDir {
         Ok(())
     }
 
+    /// The directory's own identity (device and inode).
+    pub fn id(&self) -> Result<FileId> {
+        let meta = self
+            .dir
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {}", self.path.display()), &e))?;
+        Ok(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// The names in the directory (`.` and `..` excluded; names that are not UTF-8 skipped:
+    /// this crate never creates such names).
+    pub fn names(&self) -> Result<Vec<String>> {
+        // Through /proc/self/fd would need /proc; re-open the path instead, then check that it
+        // is still the directory we hold (a swapped directory is listed as empty).
+        let listing = std::fs::read_dir(&self.path)
+            .map_err(|e| Error::io(format!("cannot list {}", self.path.display()), &e))?;
+        let same = match (std::fs::symlink_metadata(&self.path), self.id()) {
+            (Ok(meta), Ok(id)) => meta.dev() == id.dev && meta.ino() == id.ino,
+            _ => false,
+        };
+        if !same {
+            return Ok(Vec::new());
+        }
+        Ok(listing
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .collect())
+    }
+
+    /// Creates this process's presence file `name`: a new `0600` file, locked with an
+    /// exclusive `flock` before it is published under `name` (so a checker never finds it
+    /// unlocked while its creator lives), through the temporary name `tmp_name`. Returns the
+    /// descriptor, which must stay open for as long as the process is to count as alive.
+    pub fn create_presence(&self, tmp_name: &str, name: &str) -> Result<OwnedFd> {
+        let ctmp = name_cstring(tmp_name)?;
+        // SAFETY: valid directory fd and NUL-terminated relative name; O_EXCL creates a new
+        // file or fails; mode 0600 is the variadic mode argument.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                ctmp.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::io(
+                format!("cannot create a presence file in {}", self.path.display()),
+                &last_os_error(),
+            ));
+        }
+        // SAFETY: `fd` was just returned by a successful openat and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `fd` is an open descriptor; flock has no memory preconditions.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = last_os_error();
+            let _ = self.remove(tmp_name);
+            return Err(Error::io(
+                format!("cannot lock a presence file in {}", self.path.display()),
+                &err,
+            ));
+        }
+        if !self.publish(tmp_name, name)? {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("presence file {name} already exists"),
+            ));
+        }
+        Ok(fd)
+    }
+
+    /// Whether the presence file `name` is held by a live process ([`PresenceProbe`]). Takes
+    /// a shared lock for an instant when the file is free (released before returning).
+    pub fn probe_presence(&self, name: &str) -> PresenceProbe {
+        let Ok(cname) = name_cstring(name) else {
+            return PresenceProbe::Absent;
+        };
+        // SAFETY: valid directory fd and NUL-terminated relative name; O_NONBLOCK so that a
+        // FIFO planted at the name cannot block the open.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            return match last_os_error().raw_os_error() {
+                Some(libc::ENOENT) => PresenceProbe::Absent,
+                _ => PresenceProbe::Unknown,
+            };
+        }
+        // SAFETY: `fd` was just returned by a successful openat and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `fd` is open; flock has no memory preconditions. A shared lock conflicts
+        // only with the owner's exclusive one.
+        let rc = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        if rc == 0 {
+            return PresenceProbe::Released; // dropping `fd` releases our shared lock
+        }
+        match last_os_error().raw_os_error() {
+            Some(libc::EWOULDBLOCK) => PresenceProbe::Held,
+            _ => PresenceProbe::Unknown,
+        }
+    }
+
     /// The identity of the file `name` currently points at (not following a symlink).
     pub fn file_id(&self, name: &str) -> Result<Option<FileId>> {
+        Ok(self.stat_name(name)?.map(|(id, _)| id))
+    }
+
+    /// The identity and length of the file `name` currently points at (no symlink followed).
+    pub fn stat_name(&self, name: &str) -> Result<Option<(FileId, u64)>> {
         let cname = name_cstring(name)?;
         // SAFETY: an all-zero stat is a valid value of this plain C struct.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -433,10 +567,13 @@ impl CacheDir {
             };
         }
         #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-        Ok(Some(FileId {
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
-        }))
+        Ok(Some((
+            FileId {
+                dev: st.st_dev as u64,
+                ino: st.st_ino as u64,
+            },
+            st.st_size.max(0) as u64,
+        )))
     }
 }
 
@@ -530,6 +667,21 @@ impl ShmFile {
         self.file.read_exact_at(buf, offset)
     }
 
+    /// Writes `buf` at `offset`, only inside the file's current length (never extends it).
+    pub fn write_inside(&self, buf: &[u8], offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = offset.saturating_add(buf.len() as u64);
+        if self.current_len()? < end {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("{} is too short to write at {offset}", self.path.display()),
+            ));
+        }
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io(format!("cannot write {}", self.path.display()), &e))
+    }
+
     /// Current length (fstat), to detect a file shrunk under a mapping.
     pub fn current_len(&self) -> Result<u64> {
         self.file
@@ -539,12 +691,15 @@ impl ShmFile {
     }
 }
 
-/// A shared, read-write mapping of the first `len` bytes of a file, viewed as words.
+/// A shared, read-write mapping of the first `len` bytes of a file, viewed as words. It holds
+/// no file descriptor: the mapping keeps the file's pages, the descriptor is closed once it is
+/// made.
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<AtomicU64>,
     len_bytes: usize,
-    file: ShmFile,
+    id: FileId,
+    path: PathBuf,
     /// Registration with the SIGBUS safety net (`None`: the registry was full).
     bus_slot: Option<usize>,
 }
@@ -603,7 +758,8 @@ impl Mapping {
         Ok(Mapping {
             ptr,
             len_bytes: len,
-            file,
+            id: file.id,
+            path: file.path,
             bus_slot,
         })
     }
@@ -632,14 +788,43 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len_bytes / 8) }
     }
 
-    pub fn file(&self) -> &ShmFile {
-        &self.file
+    /// The identity of the mapped file.
+    pub fn id(&self) -> FileId {
+        self.id
     }
 
-    /// Whether the file is still at least as long as the mapping (false means a foreign
-    /// process truncated it: touching the mapping could fault).
-    pub fn file_covers_mapping(&self) -> bool {
-        matches!(self.file.current_len(), Ok(len) if len >= self.len_bytes as u64)
+    /// The path the file had when it was mapped (messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes mapped.
+    pub fn len_bytes(&self) -> u64 {
+        self.len_bytes as u64
+    }
+
+    /// Detaches the range from its file: it keeps its address (a reader still holding a slice
+    /// of it reads zeros, which are never a valid entry, INV-7) but no longer holds the file's
+    /// pages, so a replaced or removed file's memory is freed once no mapping needs it. Used
+    /// when the store moves to fresh files (`store.rs`), instead of an unmap that would leave
+    /// other threads' slices dangling.
+    pub fn detach(&self) {
+        // SAFETY: the range is exactly this live mapping (page-aligned start, its own length);
+        // MAP_FIXED replaces it atomically with private zero pages, so every address in it
+        // stays readable and writable for the slices `words()` handed out; `drop` later
+        // unmaps the same range.
+        let mapped = unsafe {
+            libc::mmap(
+                self.ptr.as_ptr().cast(),
+                self.len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        // On failure the file stays mapped (its memory is freed at drop instead).
+        let _ = mapped;
     }
 }
 
@@ -887,7 +1072,7 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o700);
         assert!(dir.open_file("x.data").unwrap().is_none());
-        let (file, tmp) = dir.create_temp("x", 4096).unwrap();
+        let (file, tmp) = dir.create_temp(".tmp.t.", "x", 4096).unwrap();
         let first_id = file.id();
         assert_eq!(
             std::fs::metadata(path.join(&tmp)).unwrap().mode() & 0o777,
@@ -898,16 +1083,19 @@ mod tests {
         assert!(dir.publish(&tmp, "x.data").unwrap());
         assert!(dir.file_id(&tmp).unwrap().is_none(), "temp name removed");
         // A second publish under the same name loses.
-        let (_f2, tmp2) = dir.create_temp("x", 4096).unwrap();
+        let (_f2, tmp2) = dir.create_temp(".tmp.t.", "x", 4096).unwrap();
         assert!(!dir.publish(&tmp2, "x.data").unwrap());
         // Replace: new inode at the name, the old mapping still works.
-        let (f3, tmp3) = dir.create_temp("x", 4096).unwrap();
+        let (f3, tmp3) = dir.create_temp(".tmp.t.", "x", 4096).unwrap();
         let new_id = f3.id();
         dir.replace(&tmp3, "x.data").unwrap();
         assert_eq!(dir.file_id("x.data").unwrap(), Some(new_id));
         assert_ne!(new_id, first_id);
         assert_eq!(map.words()[3].load(Ordering::Relaxed), 42);
-        assert!(map.file_covers_mapping());
+        assert_eq!(
+            dir.stat_name("x.data").unwrap().map(|(_, len)| len),
+            Some(4096)
+        );
         let reopened = dir.open_file("x.data").unwrap().unwrap();
         assert_eq!(reopened.id(), new_id);
         assert!(
@@ -959,7 +1147,7 @@ mod tests {
     fn a_file_truncated_under_its_mapping_faults_into_zeros_not_sigbus() {
         let path = temp_dir("sigbus");
         let dir = CacheDir::open(&path).unwrap();
-        let (file, tmp) = dir.create_temp("t", 3 * 4096).unwrap();
+        let (file, tmp) = dir.create_temp(".tmp.t.", "t", 3 * 4096).unwrap();
         let map = Mapping::map(file, 3 * 4096).unwrap();
         let words = map.words();
         let last = words.len() - 1;
@@ -972,7 +1160,7 @@ mod tests {
             .unwrap()
             .set_len(0)
             .unwrap();
-        assert!(!map.file_covers_mapping());
+        assert_eq!(dir.stat_name(&tmp).unwrap().map(|(_, len)| len), Some(0));
         // Touching it would be a SIGBUS; the safety net turns it into zeros and a flag.
         assert_eq!(words[last].load(Ordering::Relaxed), 0);
         assert_eq!(words[0].load(Ordering::Relaxed), 0);
@@ -992,7 +1180,7 @@ mod tests {
     fn reservation_beyond_free_space_is_no_space() {
         let path = temp_dir("nospace");
         let dir = CacheDir::open(&path).unwrap();
-        let err = dir.create_temp("big", 1 << 60).unwrap_err();
+        let err = dir.create_temp(".tmp.t.", "big", 1 << 60).unwrap_err();
         assert_eq!(err.kind, ErrorKind::NoSpace, "{}", err.message);
         assert!(err.message.contains("max_size"), "{}", err.message);
         // Nothing left behind.

@@ -32,22 +32,33 @@
 //! and each honours its own). `ttl_ns == Some(0)` never serves or stores anything.
 #![forbid(unsafe_code)]
 
-use std::hash::{BuildHasher, Hasher};
+use std::cell::OnceCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::arena::{Arena, ShmSlots, ValueSink};
 use super::failpoint::{self, Point};
-use super::layout::{
-    word, CounterStripe, DataHeader, Geometry, LockFile, ENDIAN_MARK, FORMAT_VERSION, HEADER_WORDS,
-    LOCK_FILE_BYTES, LOCK_FILE_WORDS, LOCK_MAGIC, STRIPE_WORDS, WORD_BYTES,
+use super::files::{
+    self, heap_words, len_if_same, open_generation, Files, Generation, Generations,
+    FILE_CHECK_EVERY_NS,
 };
-use super::region::{self, CacheDir, FileId, Mapping, ShmFile};
-use super::seqlock::{self, Acquire, Liveness, ProcessLiveness, SeqLock};
+use super::header::{
+    check_header, init_data_words, init_lock_words, lock_nonce_of, lock_words_valid, random_nonce,
+};
+use super::layout::{
+    word, CounterStripe, DataHeader, Geometry, LockFile, HEADER_WORDS, LOCK_FILE_WORDS,
+    STRIPE_WORDS, WORD_BYTES,
+};
+use super::liveness::{self, LocalLiveness, OwnerState};
+use super::raw;
+use super::region::{self, CacheDir, FileId};
+use super::seqlock::{Acquire, Liveness, SeqLock};
 use super::table::{self, Table, TableError};
 use crate::error::{Error, ErrorKind, Result};
+use crate::hash::entry_check;
+pub use crate::hash::{hash_algo_id, key_hash};
 use crate::model::is_fresh;
 use crate::policy::{self, PolicyError, SieveSlots, NO_SLOT};
 
@@ -63,39 +74,10 @@ const READ_ODD_GIVE_UP_NS: u64 = 5_000_000;
 const READ_ODD_SPINS_MAX: u32 = 200_000;
 /// A reader whose validation fails this many times in a row gives up (a miss).
 const READ_RETRIES: u32 = 64;
-/// Files are re-checked for replacement at most this often (inserts).
-const FILE_CHECK_EVERY_NS: u64 = 100_000_000;
+/// Reads between two looks at the coarse clock for the rate-limited file check.
+const FILE_CHECK_READS: u32 = 16;
 /// A thread samples its CPU (for the counter stripe) once per this many counted reads.
 const STRIPE_REFRESH_COUNTS: u32 = 256;
-/// Generations of files a store may move through (replaced or truncated files).
-const MAX_GENERATIONS: usize = 8;
-/// Attempts to open a stable pair of files while other processes create or replace them.
-const OPEN_ATTEMPTS: usize = 16;
-
-/// Identifies the key hash: ahash 0.8 with the seeds below, as compiled into this binary
-/// (ahash's output depends on compile-time CPU features, so the id mixes in a probe hash).
-const HASH_ALGO_TAG: u64 = 0x4148_4153_4830_0801; // "AHASH0", ahash 0.8, seeds v1
-static KEY_HASHER: ahash::RandomState = ahash::RandomState::with_seeds(
-    0x243f_6a88_85a3_08d3,
-    0x1319_8a2e_0370_7344,
-    0xa409_3822_299f_31d0,
-    0x082e_fa98_ec4e_6c89,
-);
-
-/// The shared backend's key hash: fixed-seed ahash over the encoded key bytes (never Python's
-/// `hash()`; PYTHONHASHSEED does not matter).
-#[inline]
-pub fn key_hash(key: &[u8]) -> u64 {
-    let mut hasher = KEY_HASHER.build_hasher();
-    hasher.write(key);
-    hasher.finish()
-}
-
-/// The hash algorithm id recorded in data headers.
-pub fn hash_algo_id() -> u64 {
-    static ID: OnceLock<u64> = OnceLock::new();
-    *ID.get_or_init(|| HASH_ALGO_TAG ^ key_hash(b"warp_cache hash probe v1"))
-}
 
 /// Parameters of a shared cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +112,8 @@ pub enum InsertOutcome {
 pub enum SkipReason {
     /// Key or value larger than the limits (counted in `oversize_skips`).
     Oversize,
+    /// The store could not follow its files any more (see `files.rs`): nothing is stored.
+    Unfollowable,
     /// A live process held the writer lock for longer than [`LOCK_WAIT`].
     LockBusy,
     /// `ttl_ns == Some(0)`: nothing is ever stored.
@@ -148,6 +132,8 @@ pub struct ShmInfo {
     pub capacity: u32,
     /// Times the table was reset after a crash or corruption (diagnostics).
     pub resets: u64,
+    /// Times a waiter took the writer lock over from a process found dead (diagnostics).
+    pub takeovers: u64,
 }
 
 /// Where a file-backed store lives.
@@ -158,80 +144,6 @@ pub struct ShmPaths {
     pub lock: PathBuf,
 }
 
-enum Backing {
-    Mapped(Mapping),
-    Heap(Box<[AtomicU64]>),
-}
-
-impl Backing {
-    #[inline(always)]
-    fn words(&self) -> &[AtomicU64] {
-        match self {
-            Backing::Mapped(mapping) => mapping.words(),
-            Backing::Heap(words) => words,
-        }
-    }
-
-    fn file_id(&self) -> Option<FileId> {
-        match self {
-            Backing::Mapped(mapping) => Some(mapping.file().id()),
-            Backing::Heap(_) => None,
-        }
-    }
-
-    /// False if a foreign process shrank the file under the mapping (now, or at some point
-    /// since: a mapping that faulted has private pages and is never trusted again, INV-S6).
-    fn intact(&self) -> bool {
-        match self {
-            Backing::Mapped(mapping) => !mapping.faulted() && mapping.file_covers_mapping(),
-            Backing::Heap(_) => true,
-        }
-    }
-
-    /// Whether the SIGBUS safety net watches this mapping (heap words cannot be truncated).
-    #[inline]
-    fn guarded(&self) -> bool {
-        match self {
-            Backing::Mapped(mapping) => mapping.guarded(),
-            Backing::Heap(_) => true,
-        }
-    }
-
-    /// Whether the SIGBUS safety net patched this mapping (INV-S6).
-    #[inline]
-    fn faulted(&self) -> bool {
-        match self {
-            Backing::Mapped(mapping) => mapping.faulted(),
-            Backing::Heap(_) => false,
-        }
-    }
-}
-
-fn heap_words(count: usize) -> Result<Box<[AtomicU64]>> {
-    let mut words = Vec::new();
-    words.try_reserve_exact(count).map_err(|_| {
-        Error::new(
-            ErrorKind::NoSpace,
-            format!("cannot allocate {count} words for a heap-backed store"),
-        )
-    })?;
-    words.extend((0..count).map(|_| AtomicU64::new(0)));
-    Ok(words.into_boxed_slice())
-}
-
-/// One pair of mapped files (or heap regions).
-struct Generation {
-    data: Backing,
-    lock: Backing,
-}
-
-struct Files {
-    dir: CacheDir,
-    data_name: String,
-    lock_name: String,
-    stem: String,
-}
-
 /// Borrowed views of one generation, split by the trusted geometry.
 struct View<'a> {
     header: &'a [AtomicU64],
@@ -240,6 +152,7 @@ struct View<'a> {
     arena: Arena<'a>,
     lock_words: &'a [AtomicU64],
     lock: SeqLock<'a, AtomicU64>,
+    generation: &'a Generation,
 }
 
 impl<'a> View<'a> {
@@ -256,11 +169,9 @@ impl<'a> View<'a> {
             geometry.arena_word
                 ..geometry.arena_word + geometry.capacity as usize * geometry.slot_words,
         )?;
-        let lock = SeqLock::new(
-            lock_words.get(word!(LockFile, seq))?,
-            lock_words.get(word!(LockFile, owner))?,
-        );
+        let lock = SeqLock::new(lock_words.get(word!(LockFile, state))?);
         Some(View {
+            generation,
             header,
             stripes,
             table: Table::new(buckets, geometry.capacity),
@@ -304,6 +215,10 @@ impl<'a> View<'a> {
     fn slots(&self) -> ShmSlots<'a> {
         ShmSlots::new(self.arena)
     }
+
+    fn epoch(&self) -> u64 {
+        self.header_word(word!(DataHeader, epoch))
+    }
 }
 
 /// What a lock-free read touches of one generation: the seqlock and the data words, with
@@ -327,16 +242,21 @@ impl<'a> ReadView<'a> {
             geometry,
             generation,
             data: generation.data.words(),
-            lock: SeqLock::new(
-                lock_words.get(word!(LockFile, seq))?,
-                lock_words.get(word!(LockFile, owner))?,
-            ),
+            lock: SeqLock::new(lock_words.get(word!(LockFile, state))?),
         })
     }
 
     /// The full view of the same generation.
     fn full(&self) -> Option<View<'a>> {
         View::new(self.geometry, self.generation)
+    }
+
+    /// The table epoch entries must have been written under (INV-S8).
+    #[inline(always)]
+    fn epoch(&self) -> u64 {
+        self.data
+            .get(word!(DataHeader, epoch))
+            .map_or(0, |w| w.load(Relaxed))
     }
 
     #[inline(always)]
@@ -433,11 +353,55 @@ fn stripe_hint() -> u32 {
 struct LockGuard<'a> {
     lock: SeqLock<'a, AtomicU64>,
     me: u64,
+    /// The table epoch this holder writes entries under: read when the lock was taken (so a
+    /// holder whose lock is later taken over keeps an epoch its successor has left, INV-S8),
+    /// and updated by the holder's own resets.
+    epoch: std::cell::Cell<u64>,
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         self.lock.unlock(self.me);
+    }
+}
+
+/// [`Liveness`] of lock owners of one generation: heap stores know only this process; file
+/// stores ask the kernel through presence files in the generation's directory, opened on the
+/// first check only (a lock taken without waiting never opens it).
+struct OwnerCheck<'s> {
+    files: Option<&'s Files>,
+    dir_id: Option<FileId>,
+    me: u64,
+    dir: OnceCell<Option<CacheDir>>,
+}
+
+impl OwnerCheck<'_> {
+    fn state(&self, owner: u64) -> OwnerState {
+        let Some(files) = self.files else {
+            return if (LocalLiveness { me: self.me }).owner_alive(owner) {
+                OwnerState::Alive
+            } else {
+                OwnerState::Dead
+            };
+        };
+        // The directory the generation lives in; if the path now names another directory
+        // (ours was removed), its owners cannot be judged: never take over on a guess.
+        let dir = self.dir.get_or_init(|| {
+            files
+                .open_dir()
+                .ok()
+                .filter(|dir| dir.id().ok() == self.dir_id)
+        });
+        match dir {
+            Some(dir) => liveness::owner_state(dir, owner, self.me),
+            None => OwnerState::Unknown,
+        }
+    }
+}
+
+impl Liveness for OwnerCheck<'_> {
+    fn owner_alive(&self, owner: u64) -> bool {
+        self.state(owner) != OwnerState::Dead
     }
 }
 
@@ -510,11 +474,23 @@ pub struct ShmStore {
     geometry: Geometry,
     ttl_ns: Option<u64>,
     files: Option<Files>,
-    generations: [OnceLock<Generation>; MAX_GENERATIONS],
-    current: AtomicUsize,
+    generations: Generations,
     /// Serializes moving to a new generation.
     refresh: Mutex<()>,
+    /// Coarse-clock time of the last name check ([`FILE_CHECK_EVERY_NS`]).
     last_file_check_ns: AtomicU64,
+    /// Reads left before the next look at the coarse clock ([`FILE_CHECK_READS`]).
+    reads_until_check: AtomicU32,
+    /// 1 + the index of a retired generation the store could not leave (0 = none): it is then
+    /// re-checked at the normal rate, not on every read.
+    unfollowable: std::sync::atomic::AtomicUsize,
+    /// Set when the store can no longer follow its files (generation list full): every
+    /// lookup misses and nothing is stored, so no stale value is ever served.
+    disabled: std::sync::atomic::AtomicBool,
+    /// This process's liveness id in the files' directory, and the fork generation it was
+    /// read in (0 = not yet; a forked child gets its own).
+    me: AtomicU64,
+    me_fork_generation: AtomicU64,
     /// An odd sequence a reader already waited out with a live writer: later reads seeing it
     /// miss at once instead of waiting again.
     stalled_seq: AtomicU64,
@@ -536,102 +512,6 @@ impl std::fmt::Debug for ShmStore {
     }
 }
 
-fn random_nonce() -> u64 {
-    use std::collections::hash_map::RandomState;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Relaxed));
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(super::raw::clock_monotonic_ns().unwrap_or(0));
-    hasher.finish() | 1
-}
-
-fn init_lock_words(words: &[AtomicU64], nonce: u64) {
-    for w in words {
-        w.store(0, Relaxed);
-    }
-    let set = |index: usize, value: u64| {
-        if let Some(w) = words.get(index) {
-            w.store(value, Relaxed);
-        }
-    };
-    set(word!(LockFile, magic), LOCK_MAGIC);
-    set(word!(LockFile, endian), ENDIAN_MARK);
-    set(word!(LockFile, format_version), FORMAT_VERSION);
-    set(word!(LockFile, nonce), nonce);
-}
-
-fn lock_words_valid(words: &[AtomicU64]) -> bool {
-    let get = |index: usize| words.get(index).map(|w| w.load(Relaxed));
-    words.len() >= LOCK_FILE_WORDS
-        && get(word!(LockFile, magic)) == Some(LOCK_MAGIC)
-        && get(word!(LockFile, endian)) == Some(ENDIAN_MARK)
-        && get(word!(LockFile, format_version)) == Some(FORMAT_VERSION)
-}
-
-fn lock_nonce_of(words: &[AtomicU64]) -> u64 {
-    words
-        .get(word!(LockFile, nonce))
-        .map_or(0, |w| w.load(Relaxed))
-}
-
-/// Writes a fresh, empty data region (parameter block, empty SIEVE list and allocator).
-fn init_data_words(words: &[AtomicU64], geometry: &Geometry, lock_nonce: u64) {
-    let set = |index: usize, value: u64| {
-        if let Some(w) = words.get(index) {
-            w.store(value, Relaxed);
-        }
-    };
-    for (index, value) in geometry.parameter_words(hash_algo_id(), random_nonce(), lock_nonce) {
-        set(index, value);
-    }
-    for field in [
-        word!(DataHeader, sieve_head),
-        word!(DataHeader, sieve_tail),
-        word!(DataHeader, sieve_hand),
-        word!(DataHeader, free_head),
-    ] {
-        set(field, u64::from(NO_SLOT));
-    }
-    set(word!(DataHeader, sieve_len), 0);
-    set(word!(DataHeader, high_water), 0);
-    set(word!(DataHeader, resets), 0);
-}
-
-/// Compares a header (as native-endian words) with what `geometry` and `lock_nonce` expect.
-/// `Err` says which field differs.
-fn check_header(
-    header: &[u64],
-    geometry: &Geometry,
-    lock_nonce: Option<u64>,
-) -> std::result::Result<(), String> {
-    let creation = word!(DataHeader, creation_nonce);
-    let pairing = word!(DataHeader, lock_nonce);
-    for (index, expected) in geometry.parameter_words(hash_algo_id(), 0, lock_nonce.unwrap_or(0)) {
-        if index == creation || (index == pairing && lock_nonce.is_none()) {
-            continue;
-        }
-        let found = header.get(index).copied();
-        if found != Some(expected) {
-            return Err(format!(
-                "header word {index} is {found:?}, expected {expected}"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn read_header(file: &ShmFile) -> Option<Vec<u64>> {
-    let mut bytes = vec![0u8; HEADER_WORDS * WORD_BYTES];
-    file.read_exact_at(&mut bytes, 0).ok()?;
-    Some(
-        bytes
-            .chunks_exact(WORD_BYTES)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect(),
-    )
-}
-
 impl ShmStore {
     /// Opens (or creates) the shared cache `config.name` in its directory.
     ///
@@ -651,29 +531,27 @@ impl ShmStore {
             config.value_bytes_max,
         )?;
         let dir_path = config.dir.clone().unwrap_or_else(region::default_dir);
-        let dir = CacheDir::open(&dir_path)?;
-        let stem = region::sanitize_name(&config.name);
-        let files = Files {
-            dir,
-            data_name: format!("{stem}.data"),
-            lock_name: format!("{stem}.lock"),
-            stem,
-        };
+        let files = Files::new(dir_path, &config.name);
+        let dir = files.open_dir()?;
         // A data file will have to be created: fail on space before creating anything.
-        let reusable = files
-            .dir
+        let reusable = dir
             .open_file(&files.data_name)?
-            .is_some_and(|file| data_file_fits(&file, &geometry, None));
+            .is_some_and(|file| files::data_file_fits(&file, &geometry, None));
         if !reusable {
-            files.dir.check_free_space(geometry.region_bytes)?;
+            dir.check_free_space(geometry.region_bytes)?;
         }
-        let generation = open_generation(&files, &geometry, true)?;
-        Ok(Self::with_generation(
-            geometry,
-            config.ttl_ns,
-            Some(files),
-            generation,
-        ))
+        let me = liveness::owner_word(&dir)?;
+        // Leftovers of processes that died while creating files (at most every few seconds).
+        liveness::sweep(&dir, false);
+        let generation = open_generation(&files, &dir, &geometry, true, me)?;
+        // Other code versions of this function that no live process uses any more.
+        files::remove_unused_versions(&files, &dir, me);
+        let store = Self::with_generation(geometry, config.ttl_ns, Some(files), generation);
+        store.me.store(me, Relaxed);
+        store
+            .me_fork_generation
+            .store(raw::fork_generation() + 1, Relaxed);
+        Ok(store)
     }
 
     /// A store over heap memory with exactly the file layout: for tests, fuzzing and the
@@ -689,10 +567,7 @@ impl ShmStore {
         init_lock_words(&lock, nonce);
         let data = heap_words(geometry.region_words())?;
         init_data_words(&data, &geometry, nonce);
-        let generation = Generation {
-            data: Backing::Heap(data),
-            lock: Backing::Heap(lock),
-        };
+        let generation = Generation::heap(data, lock);
         Ok(Self::with_generation(
             geometry,
             config.ttl_ns,
@@ -734,10 +609,7 @@ impl ShmStore {
             .map(|w| w.load(Relaxed))
             .collect();
         check_header(&header, &geometry, Some(lock_nonce_of(&lock))).map_err(|e| corrupt(&e))?;
-        let generation = Generation {
-            data: Backing::Heap(data),
-            lock: Backing::Heap(lock),
-        };
+        let generation = Generation::heap(data, lock);
         Ok(Self::with_generation(
             geometry,
             config.ttl_ns,
@@ -752,21 +624,49 @@ impl ShmStore {
         files: Option<Files>,
         generation: Generation,
     ) -> ShmStore {
-        let store = ShmStore {
+        ShmStore {
             geometry,
             ttl_ns,
             files,
-            generations: Default::default(),
-            current: AtomicUsize::new(0),
+            generations: Generations::new(generation),
             refresh: Mutex::new(()),
-            last_file_check_ns: AtomicU64::new(super::raw::clock_monotonic_ns().unwrap_or(0)),
+            last_file_check_ns: AtomicU64::new(raw::coarse_clock_ns()),
+            reads_until_check: AtomicU32::new(FILE_CHECK_READS),
+            disabled: std::sync::atomic::AtomicBool::new(false),
+            unfollowable: std::sync::atomic::AtomicUsize::new(0),
+            me: AtomicU64::new(0),
+            me_fork_generation: AtomicU64::new(0),
             stalled_seq: AtomicU64::new(0),
             stalled_owner: AtomicU64::new(0),
             stalled_owner_seq: AtomicU64::new(0),
             last_reset_reason: Mutex::new(None),
+        }
+    }
+
+    /// This process's owner word for the lock (a liveness id; a random per-process token for
+    /// heap stores). Cached per fork generation.
+    fn me(&self) -> Result<u64> {
+        let generation = raw::fork_generation() + 1;
+        if self.me_fork_generation.load(Relaxed) == generation {
+            return Ok(self.me.load(Relaxed));
+        }
+        let me = match &self.files {
+            None => liveness::local_token(),
+            Some(files) => liveness::owner_word(&files.open_dir()?)?,
         };
-        let _ = store.generations[0].set(generation);
-        store
+        self.me.store(me, Relaxed);
+        self.me_fork_generation.store(generation, Relaxed);
+        Ok(me)
+    }
+
+    /// Whether the lock owner `owner` is alive, judged for the generation `generation`.
+    fn owner_check<'s>(&'s self, generation: &'s Generation, me: u64) -> OwnerCheck<'s> {
+        OwnerCheck {
+            files: self.files.as_ref(),
+            dir_id: generation.dir_id,
+            me,
+            dir: OnceCell::new(),
+        }
     }
 
     /// The current data and lock images (tests, fuzzing, simulator snapshots).
@@ -787,9 +687,9 @@ impl ShmStore {
     /// Paths of the files (`None` for a heap store).
     pub fn paths(&self) -> Option<ShmPaths> {
         self.files.as_ref().map(|files| ShmPaths {
-            dir: files.dir.path().to_owned(),
-            data: files.dir.path().join(&files.data_name),
-            lock: files.dir.path().join(&files.lock_name),
+            dir: files.dir_path.clone(),
+            data: files.dir_path.join(&files.data_name),
+            lock: files.dir_path.join(&files.lock_name),
         })
     }
 
@@ -825,17 +725,12 @@ impl ShmStore {
 
     #[inline(always)]
     fn generation(&self) -> &Generation {
-        let index = self.current.load(std::sync::atomic::Ordering::Acquire);
-        self.generations[index.min(MAX_GENERATIONS - 1)]
-            .get()
-            .or_else(|| self.generations[0].get())
-            .expect("generation 0 is set at construction")
+        self.generations.current()
     }
 
     /// Whether a mapping of the current generation was patched by the SIGBUS safety net.
     fn generation_faulted(&self) -> bool {
-        let generation = self.generation();
-        generation.data.faulted() || generation.lock.faulted()
+        self.generation().faulted()
     }
 
     #[inline(always)]
@@ -907,7 +802,11 @@ impl ShmStore {
         counted: Counted,
     ) -> Result<bool> {
         out.clear();
-        let parts = ReadView::new(&self.geometry, self.generation())
+        if self.files.is_some() {
+            self.follow_files_on_read();
+        }
+        let generation = self.generation();
+        let parts = ReadView::new(&self.geometry, generation)
             .and_then(|view| Some((view, view.table()?, view.slots()?)));
         let Some((view, table, slots)) = parts else {
             return Err(Error::new(
@@ -920,7 +819,10 @@ impl ShmStore {
                 view.count(field, hint);
             }
         };
-        if key.len() > self.geometry.key_bytes_max as usize || self.ttl_ns == Some(0) {
+        if key.len() > self.geometry.key_bytes_max as usize
+            || self.ttl_ns == Some(0)
+            || self.is_disabled()
+        {
             count(word!(CounterStripe, misses));
             return Ok(false);
         }
@@ -990,15 +892,20 @@ impl ShmStore {
                 let words = slots.slot(slot)?;
                 words.key_matches(hash, key).then_some((slot, words))
             });
+            // What the entry check covers, loaded inside the validated window (INV-S8).
+            let mut checked = None;
             let outcome = match found {
                 None => ReadOutcome::Miss,
                 Some((slot, words)) => {
                     let lens = words.lens();
+                    let stored_at_ns = words.stored_at_ns();
                     if lens.value > self.geometry.value_bytes_max {
                         // Only garbage has this; never serve it (validated or not).
                         ReadOutcome::Miss
-                    } else if is_fresh(words.stored_at_ns(), now_ns, self.ttl_ns) {
+                    } else if is_fresh(stored_at_ns, now_ns, self.ttl_ns) {
                         words.copy_value(lens.value, out);
+                        checked =
+                            Some((view.epoch(), words.lens_word(), stored_at_ns, words.check()));
                         ReadOutcome::Hit {
                             slot,
                             visited: words.visited(),
@@ -1009,6 +916,15 @@ impl ShmStore {
                 }
             };
             if view.lock.read_validate(start) {
+                if let Some((epoch, lens, stored_at_ns, check)) = checked {
+                    // A consistent copy of an entry written under another epoch (by a writer
+                    // fenced off by a takeover), or torn by a writer outside the protocol,
+                    // is never served: a miss, recomputed by the caller.
+                    if entry_check(epoch, hash, lens, stored_at_ns, out.bytes()) != check {
+                        out.clear();
+                        return ReadOutcome::Miss;
+                    }
+                }
                 return outcome;
             }
             retries += 1;
@@ -1025,7 +941,11 @@ impl ShmStore {
     #[inline(never)]
     fn wait_odd(&self, view: &ReadView<'_>, start: u64, odd: &mut OddWait) -> OddStep {
         let recover = |odd: &mut OddWait| {
-            if ProcessLiveness.owner_alive(view.lock.owner()) || odd.recoveries >= 2 {
+            let Ok(me) = self.me() else {
+                return false;
+            };
+            let owners = self.owner_check(view.generation, me);
+            if owners.owner_alive(view.lock.owner()) || odd.recoveries >= 2 {
                 return false;
             }
             odd.recoveries += 1;
@@ -1052,7 +972,7 @@ impl ShmStore {
             self.stalled_seq.store(start, Relaxed);
             return OddStep::Miss;
         }
-        let now = super::raw::clock_monotonic_ns().unwrap_or(0);
+        let now = raw::clock_monotonic_ns().unwrap_or(0);
         let since = *odd.since_ns.get_or_insert(now);
         let waited = now.saturating_sub(since);
         if waited >= READ_ODD_CHECK_NS && odd.spins % 64 == 0 {
@@ -1074,35 +994,40 @@ impl ShmStore {
     // Writes
 
     /// Takes the writer lock for `view`, waiting up to `max_wait` for a live owner and taking
-    /// over from a dead one.
+    /// over from a dead one. (A taken-over owner is fenced off by the state word, INV-S8: it
+    /// can neither begin nor end a section any more; if it died inside one, the next section
+    /// finds the sequence odd and resets to a new epoch.)
     ///
     /// A hold this store already waited out in full (same owner *and* same sequence: the
     /// holder made no progress, e.g. it is stopped) is not waited for again: only checked.
     fn lock<'a>(&self, view: &View<'a>, max_wait: Duration) -> Option<LockGuard<'a>> {
-        let me = seqlock::current_owner();
+        let me = self.me().ok()?;
+        let owners = self.owner_check(view.generation, me);
         let guard = |took_over: bool| {
+            self.stalled_owner.store(0, Relaxed);
+            let guard = LockGuard {
+                lock: view.lock,
+                me,
+                epoch: std::cell::Cell::new(view.epoch()),
+            };
             if took_over {
                 self.count_takeover(view);
             }
-            self.stalled_owner.store(0, Relaxed);
-            Some(LockGuard {
-                lock: view.lock,
-                me,
-            })
+            Some(guard)
         };
         let owner = view.lock.owner();
         if owner != 0
             && owner == self.stalled_owner.load(Relaxed)
             && view.lock.sequence() == self.stalled_owner_seq.load(Relaxed)
         {
-            if !ProcessLiveness.owner_alive(owner) && view.lock.take_over(owner, me) {
+            if !owners.owner_alive(owner) && view.lock.take_over(owner, me) {
                 return guard(true);
             }
             if view.lock.owner() == owner {
                 return None;
             }
         }
-        match view.lock.acquire(me, max_wait, &ProcessLiveness) {
+        match view.lock.acquire(me, max_wait, &owners) {
             Acquire::Acquired => guard(false),
             Acquire::TookOver { .. } => guard(true),
             Acquire::Busy { owner } => {
@@ -1121,28 +1046,31 @@ impl ShmStore {
         }
     }
 
-    /// Runs `body` inside a write section (lock held by the caller). An interrupted previous
-    /// section, or corruption reported by `body`, resets the table and arena (INV-S4); after a
-    /// reset caused by `body`, `body` runs once more on the empty store.
+    /// Runs `body` inside a write section (lock held through `guard`), passing the epoch to
+    /// write entries under. An interrupted previous section, or corruption reported by `body`,
+    /// resets the table and arena (INV-S4); after a reset caused by `body`, `body` runs once
+    /// more on the empty store.
     fn write_section<R>(
         &self,
         view: &View<'_>,
-        mut body: impl FnMut(&View<'_>) -> std::result::Result<R, Corruption>,
+        guard: &LockGuard<'_>,
+        mut body: impl FnMut(&View<'_>, u64) -> std::result::Result<R, Corruption>,
     ) -> Option<R> {
-        let section = view.lock.write_begin();
+        // `None`: our lock was taken over (we were judged dead): write nothing (INV-S8).
+        let section = view.lock.write_begin(guard.me)?;
         if section.interrupted {
             self.note_reset("a writer died inside a write section".to_owned());
-            self.reset_structures(view);
+            guard.epoch.set(self.reset_structures(view));
         }
-        let result = match body(view) {
+        let result = match body(view, guard.epoch.get()) {
             Ok(r) => Some(r),
             Err(corruption) => {
                 self.note_reset(corruption.to_string());
-                self.reset_structures(view);
-                body(view).ok()
+                guard.epoch.set(self.reset_structures(view));
+                body(view, guard.epoch.get()).ok()
             }
         };
-        view.lock.write_end(section);
+        let _ = view.lock.write_end(section);
         result
     }
 
@@ -1158,20 +1086,33 @@ impl ShmStore {
         self.last_reset_reason.lock().ok().and_then(|r| r.clone())
     }
 
-    /// Empties the table and arena and counts a reset (inside a write section).
-    fn reset_structures(&self, view: &View<'_>) {
+    /// Empties the table and arena, counts a reset and moves to a new table epoch (inside a
+    /// write section). Returns the new epoch.
+    fn reset_structures(&self, view: &View<'_>) -> u64 {
         view.table.clear();
         view.arena.reset();
         if let Some(w) = view.header.get(word!(DataHeader, resets)) {
             w.fetch_add(1, Relaxed);
         }
+        let epoch = view.epoch().wrapping_add(1).max(1);
+        if let Some(w) = view.header.get(word!(DataHeader, epoch)) {
+            w.store(epoch, Relaxed);
+        }
+        epoch
     }
 
     /// Recovery started by a reader that found an odd sequence and a dead (or no) writer.
     fn recover_interrupted(&self, view: &View<'_>) {
-        let me = seqlock::current_owner();
+        let Ok(me) = self.me() else {
+            return;
+        };
+        let guard = || LockGuard {
+            lock: view.lock,
+            me,
+            epoch: std::cell::Cell::new(view.epoch()),
+        };
         let owner = view.lock.owner();
-        let guard = if owner == 0 {
+        let held = if owner == 0 {
             view.lock.try_lock(me)
         } else {
             let taken = view.lock.take_over(owner, me);
@@ -1180,12 +1121,10 @@ impl ShmStore {
             }
             taken
         };
-        if guard {
-            let _guard = LockGuard {
-                lock: view.lock,
-                me,
-            };
-            self.write_section(view, |_| Ok(()));
+        if held {
+            // The sequence is odd: this section resets (INV-S4, INV-S8).
+            let guard = guard();
+            self.write_section(view, &guard, |_, _| Ok(()));
         }
     }
 
@@ -1212,6 +1151,9 @@ impl ShmStore {
             return Ok(InsertOutcome::Skipped(SkipReason::ZeroTtl));
         }
         self.check_files(false)?;
+        if self.is_disabled() {
+            return Ok(InsertOutcome::Skipped(SkipReason::Unfollowable));
+        }
         let mut outcome = self.insert_once(key, hash, value, now_ns)?;
         if region::bus_fault_count() != 0 && self.generation_faulted() {
             // The files were truncated under us (found without an fstat, INV-S6): the write
@@ -1234,8 +1176,9 @@ impl ShmStore {
             return Ok(InsertOutcome::Skipped(SkipReason::LockBusy));
         };
         failpoint::hit(Point::AfterLock);
-        let outcome =
-            self.write_section(&view, |v| self.insert_locked(v, key, hash, value, now_ns));
+        let outcome = self.write_section(&view, &guard, |v, epoch| {
+            self.insert_locked(v, epoch, key, hash, value, now_ns)
+        });
         failpoint::hit(Point::BeforeUnlock);
         drop(guard);
         Ok(outcome.unwrap_or(InsertOutcome::Skipped(SkipReason::Corrupt)))
@@ -1244,6 +1187,7 @@ impl ShmStore {
     fn insert_locked(
         &self,
         view: &View<'_>,
+        epoch: u64,
         key: &[u8],
         hash: u64,
         value: &[u8],
@@ -1254,7 +1198,7 @@ impl ShmStore {
             .find(hash, |slot| view.arena.key_matches(slot, hash, key))
         {
             view.arena
-                .write_value(slot, key.len() as u32, value, now_ns);
+                .write_value(slot, key.len() as u32, value, now_ns, epoch);
             return Ok(InsertOutcome::Updated);
         }
         let mut slots = view.slots();
@@ -1265,7 +1209,8 @@ impl ShmStore {
         } else {
             (view.arena.alloc()?, false)
         };
-        view.arena.write_entry(slot, hash, key, value, now_ns);
+        view.arena
+            .write_entry(slot, hash, key, value, now_ns, epoch);
         policy::insert(&mut slots, slot)?;
         view.table.insert(hash, slot)?;
         Ok(InsertOutcome::Inserted { evicted })
@@ -1280,11 +1225,11 @@ impl ShmStore {
 
     /// After a read found `key` expired: remove it if the lock is free right now.
     fn remove_if_expired(&self, view: &View<'_>, key: &[u8], hash: u64, now_ns: u64) {
-        let Some(_guard) = self.lock(view, Duration::ZERO) else {
+        let Some(guard) = self.lock(view, Duration::ZERO) else {
             return;
         };
         let ttl_ns = self.ttl_ns;
-        self.write_section(view, |v| {
+        self.write_section(view, &guard, |v, _| {
             match v
                 .table
                 .find(hash, |slot| v.arena.key_matches(slot, hash, key))
@@ -1305,7 +1250,7 @@ impl ShmStore {
         let Some(guard) = self.lock(&view, LOCK_WAIT) else {
             return Ok(false);
         };
-        let removed = self.write_section(&view, |v| {
+        let removed = self.write_section(&view, &guard, |v, _| {
             match v
                 .table
                 .find(hash, |slot| v.arena.key_matches(slot, hash, key))
@@ -1344,12 +1289,18 @@ impl ShmStore {
     pub fn clear(&self) -> Result<()> {
         self.check_files(true)?;
         let view = self.view()?;
-        let Some(_guard) = self.lock(&view, LOCK_WAIT_LONG) else {
+        let Some(guard) = self.lock(&view, LOCK_WAIT_LONG) else {
             return Err(busy_error(view.lock.owner()));
         };
-        self.write_section(&view, |v| {
+        self.write_section(&view, &guard, |v, epoch| {
             v.table.clear();
             v.arena.reset();
+            // A new epoch: nothing written before the clear validates again (INV-S8).
+            let epoch = epoch.wrapping_add(1).max(1);
+            if let Some(w) = v.header.get(word!(DataHeader, epoch)) {
+                w.store(epoch, Relaxed);
+            }
+            guard.epoch.set(epoch);
             for w in v.stripes {
                 w.store(0, Relaxed);
             }
@@ -1387,6 +1338,10 @@ impl ShmStore {
                 .min(u64::from(self.geometry.capacity)),
             capacity: self.geometry.capacity,
             resets: view.header_word(word!(DataHeader, resets)),
+            takeovers: view
+                .lock_words
+                .get(word!(LockFile, takeovers))
+                .map_or(0, |w| w.load(Relaxed)),
         })
     }
 
@@ -1402,16 +1357,16 @@ impl ShmStore {
         if !lock_words_valid(view.lock_words) {
             return Err("lock file header mismatch".to_owned());
         }
-        let _guard = self
+        let guard = self
             .lock(&view, LOCK_WAIT_LONG)
             .ok_or_else(|| busy_error(view.lock.owner()).message)?;
         if view.lock.sequence() & 1 == 1 {
             return Err("sequence is odd: an interrupted write awaits recovery".to_owned());
         }
-        self.validate_locked(&view)
+        self.validate_locked(&view, guard.epoch.get())
     }
 
-    fn validate_locked(&self, view: &View<'_>) -> std::result::Result<(), String> {
+    fn validate_locked(&self, view: &View<'_>, epoch: u64) -> std::result::Result<(), String> {
         let slots = view.slots();
         policy::validate(&slots).map_err(|e| e.to_string())?;
         let capacity = self.geometry.capacity;
@@ -1488,6 +1443,18 @@ impl ShmStore {
             if key_hash(&key) != hash {
                 return Err(format!("slot {slot} hash does not match its key"));
             }
+            let lens = view.arena.lens(slot);
+            let lens_word = u64::from(lens.key) | (u64::from(lens.value) << 32);
+            let check = entry_check(
+                epoch,
+                hash,
+                lens_word,
+                view.arena.stored_at_ns(slot),
+                &view.arena.value(slot),
+            );
+            if view.arena.check(slot) != check {
+                return Err(format!("slot {slot}'s check word does not match its entry"));
+            }
             let found = view
                 .table
                 .find(hash, |s| view.arena.key_matches(s, hash, &key))
@@ -1504,39 +1471,79 @@ impl ShmStore {
     // ----------------------------------------------------------------------------------------
     // Files
 
-    /// Slow-path file checks: our mapping's file shrank (a foreign truncation) or the names
-    /// now point at other files (replaced by a process with other parameters, or deleted).
-    /// Moves to a fresh generation when needed. `force` skips the rate limit on the name check.
+    /// Every read counts down to a look at the coarse clock (the rate-limited name check of
+    /// [`ShmStore::check_files`]); a retired generation (another process replaced or removed
+    /// the files and said so) is followed at once. No system call on the way.
+    #[inline(always)]
+    fn follow_files_on_read(&self) {
+        let countdown = self.reads_until_check.load(Relaxed);
+        if countdown != 0 && !self.generation().retired() {
+            self.reads_until_check.store(countdown - 1, Relaxed);
+            return;
+        }
+        self.follow_files_slow();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn follow_files_slow(&self) {
+        self.reads_until_check.store(FILE_CHECK_READS, Relaxed);
+        let _ = self.check_files(false);
+    }
+
+    /// Whether the store gave up following its files (every call computes).
+    #[inline(always)]
+    fn is_disabled(&self) -> bool {
+        self.disabled.load(Relaxed)
+    }
+
+    /// Slow-path file checks, at most every [`FILE_CHECK_EVERY_NS`] (coarse clock) unless
+    /// `force`, the generation was retired, or the SIGBUS safety net flagged it: our files
+    /// were truncated (a foreign process broke INV-9), or the names now point at other files
+    /// or none (replaced, removed, the directory itself removed and made again). Moves to a
+    /// fresh generation when needed: truncated files are replaced; replaced or removed ones
+    /// are followed only to files with our parameters (or recreated), never fought over.
     fn check_files(&self, force: bool) -> Result<()> {
         let Some(files) = &self.files else {
             return Ok(());
         };
         let generation = self.generation();
-        let now = super::raw::clock_monotonic_ns().unwrap_or(0);
+        let index = self.generations.current_index();
+        let now = raw::coarse_clock_ns();
         let last = self.last_file_check_ns.load(Relaxed);
-        let due = force || now.saturating_sub(last) >= FILE_CHECK_EVERY_NS;
-        // Two fstat calls cost ~0.8 us, most of an insert. With both mappings watched by the
-        // SIGBUS safety net (INV-S6), a truncation is flagged the moment an access touches a
-        // page past the end (callers re-check the flag after such accesses), so the sizes are
-        // only checked with the rate-limited name check. Unwatched mappings check every time.
-        let guarded = generation.data.guarded() && generation.lock.guarded();
-        let truncated = if due || !guarded {
-            !generation.data.intact() || !generation.lock.intact()
-        } else {
-            generation.data.faulted() || generation.lock.faulted()
-        };
-        let check_names = due || truncated;
-        if !check_names {
+        let faulted = generation.faulted();
+        // A retired generation we already failed to leave waits for the rate limit.
+        let retired = generation.retired() && self.unfollowable.load(Relaxed) != index + 1;
+        let due = force || faulted || retired || now.saturating_sub(last) >= FILE_CHECK_EVERY_NS;
+        if !due {
             return Ok(());
         }
         self.last_file_check_ns.store(now, Relaxed);
-        // A name that cannot be checked (e.g. a permission change) counts as unchanged.
-        let moved_from = |name: &str, ours: Option<FileId>| {
-            files.dir.file_id(name).is_ok_and(|found| found != ours)
+        let dir = match files.open_dir() {
+            Ok(dir) => dir,
+            Err(e) if faulted => return Err(e),
+            Err(_) => return Ok(()),
         };
-        let moved = moved_from(&files.data_name, generation.data.file_id())
+        liveness::revalidate(&dir);
+        let dir_moved = dir.id().ok() != generation.dir_id;
+        let shrunk = |name: &str, backing: &files::Backing| {
+            len_if_same(&dir, name, backing.file_id())
+                .is_some_and(|len| len < backing.mapped_bytes())
+        };
+        let truncated = faulted
+            || shrunk(&files.data_name, &generation.data)
+            || shrunk(&files.lock_name, &generation.lock);
+        // A name that cannot be checked (e.g. a permission change) counts as unchanged.
+        let moved_from =
+            |name: &str, ours: Option<FileId>| dir.file_id(name).is_ok_and(|found| found != ours);
+        let moved = dir_moved
+            || moved_from(&files.data_name, generation.data.file_id())
             || moved_from(&files.lock_name, generation.lock.file_id());
         if !truncated && !moved {
+            if retired {
+                // Retired, but the names still point at it: nothing to move to yet.
+                self.unfollowable.store(index + 1, Relaxed);
+            }
             return Ok(());
         }
         let Ok(_refreshing) = self.refresh.try_lock() else {
@@ -1549,25 +1556,42 @@ impl ShmStore {
         if !std::ptr::eq(generation, self.generation()) {
             return Ok(()); // another thread already moved on
         }
-        // Our files were truncated: replace them. Merely replaced or deleted: follow only to
-        // files with our parameters (or recreate deleted ones); never fight another
-        // process's parameters.
-        match open_generation(files, &self.geometry, truncated) {
+        if !self.generations.has_room() {
+            self.disabled.store(true, Relaxed);
+            return Ok(());
+        }
+        let me = liveness::owner_word(&dir)?;
+        match open_generation(files, &dir, &self.geometry, truncated, me) {
             Ok(fresh) => {
-                let next = self.current.load(Relaxed) + 1;
-                if next >= MAX_GENERATIONS {
-                    return if truncated {
-                        Err(truncated_error(files))
-                    } else {
-                        Ok(())
-                    };
+                if !self.generations.push(fresh) {
+                    self.disabled.store(true, Relaxed);
                 }
-                let _ = self.generations[next].set(fresh);
-                self.current.store(next, Release);
+                generation.unregister_mapper(self.me.load(Relaxed));
+                // Our id may differ in a new directory.
+                self.me.store(me, Relaxed);
+                self.me_fork_generation
+                    .store(raw::fork_generation() + 1, Relaxed);
                 Ok(())
             }
             Err(e) if truncated => Err(e),
-            Err(_) => Ok(()),
+            Err(_) => {
+                self.unfollowable.store(index + 1, Relaxed);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for ShmStore {
+    fn drop(&mut self) {
+        // The mapper tables no longer name us (a cleaner may remove files nobody uses).
+        if self.files.is_some()
+            && self.me_fork_generation.load(Relaxed) == raw::fork_generation() + 1
+        {
+            let me = self.me.load(Relaxed);
+            for generation in self.generations.all() {
+                generation.unregister_mapper(me);
+            }
         }
     }
 }
@@ -1576,9 +1600,9 @@ fn busy_error(owner: u64) -> Error {
     Error::new(
         ErrorKind::Io,
         format!(
-            "the shared cache's writer lock is held by live process {} (stopped or stuck?); \
-             try again, or stop that process",
-            seqlock::owner_pid(owner)
+            "the shared cache's writer lock is held by a live process (presence file {}: \
+             stopped or stuck?); try again, or stop that process",
+            liveness::presence_name(owner)
         ),
     )
 }
@@ -1588,148 +1612,9 @@ fn truncated_error(files: &Files) -> Error {
         ErrorKind::Corrupt,
         format!(
             "shared cache file {} was truncated by another process and could not be replaced",
-            files.dir.path().join(&files.data_name).display()
+            files.dir_path.join(&files.data_name).display()
         ),
     )
-}
-
-/// Whether an existing data file has exactly our parameters and belongs to `lock_nonce`.
-fn data_file_matches(file: &ShmFile, geometry: &Geometry, lock_nonce: u64) -> bool {
-    data_file_fits(file, geometry, Some(lock_nonce))
-}
-
-/// [`data_file_matches`], optionally ignoring the lock pairing.
-fn data_file_fits(file: &ShmFile, geometry: &Geometry, lock_nonce: Option<u64>) -> bool {
-    let Ok(len) = file.current_len() else {
-        return false;
-    };
-    len >= geometry.region_bytes
-        && read_header(file)
-            .is_some_and(|header| check_header(&header, geometry, lock_nonce).is_ok())
-}
-
-fn map_lock(file: ShmFile) -> Result<Option<Mapping>> {
-    if file.current_len()? < LOCK_FILE_BYTES {
-        return Ok(None);
-    }
-    let mapping = Mapping::map(file, LOCK_FILE_BYTES)?;
-    Ok(lock_words_valid(mapping.words()).then_some(mapping))
-}
-
-fn create_lock(files: &Files) -> Result<(Mapping, String)> {
-    let (file, tmp) = files.dir.create_temp(&files.stem, LOCK_FILE_BYTES)?;
-    let mapping = match Mapping::map(file, LOCK_FILE_BYTES) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = files.dir.remove(&tmp);
-            return Err(e);
-        }
-    };
-    init_lock_words(mapping.words(), random_nonce());
-    Ok((mapping, tmp))
-}
-
-fn create_data(files: &Files, geometry: &Geometry, lock_nonce: u64) -> Result<(Mapping, String)> {
-    let (file, tmp) = files.dir.create_temp(&files.stem, geometry.region_bytes)?;
-    let mapping = match Mapping::map(file, geometry.region_bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = files.dir.remove(&tmp);
-            return Err(e);
-        }
-    };
-    init_data_words(mapping.words(), geometry, lock_nonce);
-    Ok((mapping, tmp))
-}
-
-/// Opens a consistent (lock, data) pair, creating or (if `replace`) replacing files.
-fn open_generation(files: &Files, geometry: &Geometry, replace: bool) -> Result<Generation> {
-    let mismatch = |what: &str| {
-        Error::new(
-            ErrorKind::Corrupt,
-            format!("{what} has other parameters; not replacing it"),
-        )
-    };
-    for _attempt in 0..OPEN_ATTEMPTS {
-        // 1. The lock file.
-        let lock = match files.dir.open_file(&files.lock_name)? {
-            Some(file) => match map_lock(file)? {
-                Some(mapping) => mapping,
-                None if replace => {
-                    let (mapping, tmp) = create_lock(files)?;
-                    files.dir.replace(&tmp, &files.lock_name)?;
-                    mapping
-                }
-                None => return Err(mismatch("lock file")),
-            },
-            None => {
-                let (mapping, tmp) = create_lock(files)?;
-                if !files.dir.publish(&tmp, &files.lock_name)? {
-                    continue; // another process created it first: open theirs
-                }
-                mapping
-            }
-        };
-        let lock_nonce = lock_nonce_of(lock.words());
-        // 2. The data file, paired with that lock file (INV-S2).
-        let data = match files.dir.open_file(&files.data_name)? {
-            Some(file) if data_file_matches(&file, geometry, lock_nonce) => {
-                Mapping::map(file, geometry.region_bytes)?
-            }
-            Some(_) if !replace => return Err(mismatch("data file")),
-            Some(_) => {
-                // Replace under the writer lock so concurrent replacers agree on one file.
-                let lock_words = lock.words();
-                let seqlock = SeqLock::new(
-                    &lock_words[word!(LockFile, seq)],
-                    &lock_words[word!(LockFile, owner)],
-                );
-                let me = seqlock::current_owner();
-                if !seqlock.acquire(me, LOCK_WAIT_LONG, &ProcessLiveness).held() {
-                    return Err(busy_error(seqlock.owner()));
-                }
-                let _guard = LockGuard { lock: seqlock, me };
-                match files.dir.open_file(&files.data_name)? {
-                    Some(file) if data_file_matches(&file, geometry, lock_nonce) => {
-                        Mapping::map(file, geometry.region_bytes)?
-                    }
-                    _ => {
-                        let (mapping, tmp) = create_data(files, geometry, lock_nonce)?;
-                        files.dir.replace(&tmp, &files.data_name)?;
-                        mapping
-                    }
-                }
-            }
-            None => {
-                let (mapping, tmp) = create_data(files, geometry, lock_nonce)?;
-                if !files.dir.publish(&tmp, &files.data_name)? {
-                    continue;
-                }
-                mapping
-            }
-        };
-        // 3. Both names must still point at what we mapped; else someone replaced one of
-        // them meanwhile: start over.
-        if files.dir.file_id(&files.lock_name)? == Some(lock.file().id())
-            && files.dir.file_id(&files.data_name)? == Some(data.file().id())
-        {
-            return Ok(Generation {
-                data: Backing::Mapped(data),
-                lock: Backing::Mapped(lock),
-            });
-        }
-    }
-    Err(Error::new(
-        ErrorKind::Io,
-        format!(
-            "could not open a stable pair of cache files {} and {} in {} (other processes keep \
-             replacing them: are several processes using the same cache name with different \
-             max_size/max_key_size/max_value_size?)",
-            files.data_name,
-            files.lock_name,
-            files.dir.path().display()
-        ),
-    ))
 }
 
 #[cfg(test)]
@@ -1845,7 +1730,10 @@ mod tests {
         store.insert(b"k", b"v", 0).unwrap();
         let view = store.view().unwrap();
         // A writer "died" inside a section: odd sequence, lock free (its guard unwound).
-        let _abandoned = view.lock.write_begin();
+        let me = store.me().unwrap();
+        assert!(view.lock.try_lock(me));
+        let _abandoned = view.lock.write_begin(me).unwrap();
+        assert!(view.lock.unlock(me)); // its guard unwound
         let mut out = Vec::new();
         // Readers do not hang: the owner is gone, they recover and then miss/hit cleanly.
         assert!(
@@ -2012,17 +1900,5 @@ mod tests {
     fn the_store_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<ShmStore>();
-    }
-
-    #[test]
-    fn key_hash_is_fixed() {
-        // Deterministic within a build. (Not pinned to a constant: ahash's output depends on
-        // compile-time CPU features, which is why the header records `hash_algo_id`.)
-        assert_eq!(key_hash(b"abc"), key_hash(b"abc"));
-        assert_ne!(key_hash(b"a"), key_hash(b"b"));
-        assert_eq!(
-            hash_algo_id(),
-            HASH_ALGO_TAG ^ key_hash(b"warp_cache hash probe v1")
-        );
     }
 }

@@ -27,7 +27,8 @@ import math
 import numbers
 import operator
 import os
-from typing import Any, Callable, Optional, Union
+import warnings
+from typing import Any, Callable, Dict, Optional, Union
 
 from . import _async
 # MEMORY_MAX_SIZE_LIMIT (largest memory-backend max_size), CacheInfo and CachedFunction are
@@ -133,6 +134,20 @@ def _is_coroutine_callable(func: Any) -> bool:
     return False
 
 
+#: Set to a non-empty value other than ``0`` to make every fallback from ``backend="shared"``
+#: to an in-process cache an error instead (for operators who prefer to fail fast).
+STRICT_ENV = "WARP_CACHE_STRICT"
+
+
+def _strict() -> bool:
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+def _fallback_cause(exc: BaseException) -> str:
+    """What is wrong, in words a user can act on (the native message names the path)."""
+    return str(exc.args[1] if isinstance(exc, OSError) and len(exc.args) > 1 else exc)
+
+
 def _make_shared(
     func: Callable[..., Any],
     *,
@@ -143,23 +158,97 @@ def _make_shared(
     is_async: bool,
 ) -> Any:
     """Creates the shared-backend wrapper of ``func``: its cache is named after what identifies
-    the function across processes (``_shared.cache_name``), and its files are opened now, so
-    that size, space and permission problems are errors at decoration time."""
+    the function across processes (``_shared.cache_name``), and its files are opened now.
+
+    When the files cannot be used (an unusable or foreign directory, something that is not a
+    regular file at a cache file's path, no space), the function is not left broken: it gets
+    an in-process cache instead, with one ``RuntimeWarning`` naming the cause and the fix, and
+    ``cache_info().fallback`` / ``cache_parameters()["fallback"]`` say so. ``WARP_CACHE_STRICT=1``
+    turns that into the error instead. Bad parameters are always errors."""
     if SharedCachedFunction is None:  # no shared backend here: the native call raises
         name = ""
     else:
         from . import _shared
 
         name = _shared.cache_name(func)
-    return _make_shared_native(
-        func,
-        name,
-        max_size,
-        ttl,
-        max_key_size,
-        max_value_size,
-        _async.async_miss if is_async else None,
-    )
+    try:
+        return _make_shared_native(
+            func,
+            name,
+            max_size,
+            ttl,
+            max_key_size,
+            max_value_size,
+            _async.async_miss if is_async else None,
+        )
+    except (OSError, RuntimeError) as exc:
+        # (Not enough space for the files stays a MemoryError at decoration.)
+        if _strict() or SharedCachedFunction is None:
+            raise
+        cause = _fallback_cause(exc)
+        qualname = getattr(func, "__qualname__", repr(func))
+        warnings.warn(
+            f"warp_cache: backend='shared' cannot be used for {qualname}: {cause}. It is cached "
+            "in this process only (backend='memory'); to share it, make the cache directory "
+            "(WARP_CACHE_DIR) a writable directory of this user holding only warp_cache files. "
+            f"Set {STRICT_ENV}=1 to make this an error instead.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        wrapper = _make_memory(func, max_size, ttl, _async.async_miss if is_async else None)
+        wrapper.__dict__["_warp_fallback"] = cause
+        return wrapper
+
+
+def _rebuild_cache_info(
+    cls: Any,
+    hits: int,
+    misses: int,
+    max_size: int,
+    current_size: int,
+    oversize_skips: Optional[int],
+    fallback: Optional[str],
+) -> Any:
+    """Unpickles a ``CacheInfo`` that carries a fallback reason (a keyword-only field)."""
+    return cls(hits, misses, max_size, current_size, oversize_skips, fallback=fallback)
+
+
+def _install_introspection(
+    wrapper: Any,
+    backend: Backend,
+    max_size: int,
+    ttl: Optional[float],
+    max_key_size: int,
+    max_value_size: int,
+) -> None:
+    """``cache_parameters()`` on every wrapper, and the fallback reason in ``cache_info()``
+    of a shared function that had to fall back to an in-process cache."""
+    fallback = wrapper.__dict__.get("_warp_fallback")
+    parameters: Dict[str, Any] = {
+        "max_size": max_size,
+        "ttl": ttl,
+        "backend": backend.name.lower(),
+        "max_key_size": max_key_size,
+        "max_value_size": max_value_size,
+        "fallback": fallback,
+    }
+
+    def cache_parameters() -> Dict[str, Any]:
+        """The parameters this function was decorated with (a new dict each call)."""
+        return dict(parameters)
+
+    wrapper.__dict__["cache_parameters"] = cache_parameters
+    if fallback is not None:
+        native_info = wrapper.cache_info
+
+        def cache_info() -> CacheInfo:
+            """Statistics of the in-process cache used instead of the shared one."""
+            info = native_info()
+            return CacheInfo(
+                info.hits, info.misses, info.max_size, info.current_size, fallback=fallback
+            )
+
+        wrapper.__dict__["cache_info"] = cache_info
 
 
 def _make_wrapper(
@@ -223,6 +312,7 @@ def _decorate(
     is_async = _is_coroutine_callable(func)
     wrapper = _make_wrapper(func, backend, max_size, ttl, max_key_size, max_value_size, is_async)
     _copy_metadata(wrapper, func, is_async)
+    _install_introspection(wrapper, backend, max_size, ttl, max_key_size, max_value_size)
     return wrapper
 
 

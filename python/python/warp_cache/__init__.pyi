@@ -12,6 +12,7 @@ _R = TypeVar("_R")
 __all__ = ["Backend", "CacheInfo", "CachedFunction", "SharedCachedFunction", "cache"]
 
 MEMORY_MAX_SIZE_LIMIT: Final[int]
+STRICT_ENV: Final[str]
 
 class Backend(enum.IntEnum):
     """Where cached data lives."""
@@ -30,6 +31,8 @@ class CacheInfo:
         max_size: int,
         current_size: int,
         oversize_skips: int | None = None,
+        *,
+        fallback: str | None = None,
     ) -> Self: ...
     @property
     def hits(self) -> int: ...
@@ -41,6 +44,8 @@ class CacheInfo:
     def current_size(self) -> int: ...
     @property
     def oversize_skips(self) -> int | None: ...
+    @property
+    def fallback(self) -> str | None: ...
     @property
     def _fields(self) -> list[str]: ...
     def __iter__(self) -> Iterator[int]: ...

@@ -311,8 +311,9 @@ class _Fingerprint:
             self._opaque(func)
 
 
-def _main_without_file(func: Any) -> bool:
-    """Whether ``func`` is defined by ``__main__`` code that has no file on disk."""
+def _main_code(func: Any) -> Tuple[bool, Any]:
+    """Whether ``func`` is defined by ``__main__`` code, and that code object (``None`` when it
+    has none)."""
     target = func
     for _ in range(8):
         if isinstance(target, functools.partial):
@@ -322,19 +323,41 @@ def _main_without_file(func: Any) -> bool:
         else:
             break
     if _module_of(target) != "__main__":
-        return False
+        return False, None
     code = getattr(target, "__code__", None)
     if code is None:  # a callable instance: where its class's __call__ is defined
         call = inspect.getattr_static(type(target), "__call__", None)
         code = getattr(getattr(call, "__func__", call), "__code__", None)
+    return True, code
+
+
+def _main_without_file(func: Any) -> bool:
+    """Whether ``func`` is defined by ``__main__`` code that has no file on disk."""
+    is_main, code = _main_code(func)
+    if not is_main:
+        return False
     if code is None:
         return True
     filename = _absolute(code.co_filename)
     return filename.startswith("<") or not os.path.isfile(filename)
 
 
+def _family_module(func: Any, module: str) -> str:
+    """The module part of the file names. Every script runs as ``__main__``: a script's
+    functions are named after its path too (``__main__-<8 hex>``), so that two unrelated
+    scripts are never taken for two versions of one function (the store removes the files
+    of other versions of a ``<module>.<qualname>`` that nobody uses)."""
+    is_main, code = _main_code(func)
+    if not is_main:
+        return module
+    where = _absolute(code.co_filename) if code is not None else "<no file>"
+    digest = hashlib.blake2b(where.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return f"{module}-{digest}"
+
+
 def cache_name(func: Callable[..., Any]) -> str:
-    """The name of ``func``'s shared cache: ``<module>.<qualname>.<16 hex digits>``."""
+    """The name of ``func``'s shared cache: ``<module>.<qualname>.<16 hex digits>`` (for
+    ``__main__`` code the module part also names the script, ``_family_module``)."""
     module = _module_of(func)
     qualname = _qualname_of(func)
     fingerprint = _Fingerprint()
@@ -355,4 +378,4 @@ def cache_name(func: Callable[..., Any]) -> str:
             f"cannot use backend='shared' for {qualname}: its captured values are nested too "
             "deeply to fingerprint"
         ) from None
-    return f"{module}.{qualname}.{fingerprint.digest()}"
+    return f"{_family_module(func, module)}.{qualname}.{fingerprint.digest()}"

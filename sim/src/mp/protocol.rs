@@ -117,7 +117,10 @@ impl InsertCode {
             InsertOutcome::Skipped(SkipReason::LockBusy) => InsertCode::SkippedBusy,
             InsertOutcome::Skipped(SkipReason::Oversize) => InsertCode::SkippedOversize,
             InsertOutcome::Skipped(SkipReason::ZeroTtl) => InsertCode::SkippedZeroTtl,
-            InsertOutcome::Skipped(SkipReason::Corrupt) => InsertCode::SkippedCorrupt,
+            // Both mean the store could not write where it should: nothing was stored.
+            InsertOutcome::Skipped(SkipReason::Corrupt | SkipReason::Unfollowable) => {
+                InsertCode::SkippedCorrupt
+            }
         }
     }
 
