@@ -288,10 +288,16 @@ impl CacheDir {
                     ),
                     &err,
                 )),
-                _ => Err(Error::io(
-                    format!("cannot open {}", self.path.join(name).display()),
-                    &err,
-                )),
+                _ => {
+                    // A directory (EISDIR) or socket (ENXIO) planted at the name: say what it is.
+                    let path = self.path.join(name);
+                    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                        if !meta.file_type().is_file() {
+                            return Err(not_a_regular_file(&path, &meta));
+                        }
+                    }
+                    Err(Error::io(format!("cannot open {}", path.display()), &err))
+                }
             };
         }
         // SAFETY: `fd` was just returned by a successful openat and is owned by nobody else.
@@ -359,6 +365,27 @@ impl CacheDir {
         let rc = unsafe { libc::fstatvfs(self.dir.as_raw_fd(), &mut stats) };
         if rc != 0 {
             return Ok(()); // unknown: posix_fallocate still reports ENOSPC
+        }
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        if stats.f_flag as u64 & libc::ST_RDONLY as u64 != 0 {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "the cache directory {} is on a read-only filesystem",
+                    self.path.display()
+                ),
+            ));
+        }
+        if stats.f_blocks == 0 {
+            // /proc, /sys and the like: not storage at all (and not "full").
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "the cache directory {} is on a filesystem that cannot hold files (it \
+                     reports no blocks at all)",
+                    self.path.display()
+                ),
+            ));
         }
         #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
         let available = (stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64);
@@ -623,6 +650,29 @@ fn reserve(file: &File, len: u64, dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot size a file in {}", dir.display()), &e))
 }
 
+fn not_a_regular_file(path: &Path, meta: &std::fs::Metadata) -> Error {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_symlink() {
+        "a symlink"
+    } else {
+        "a device"
+    };
+    Error::new(
+        ErrorKind::Io,
+        format!(
+            "refusing to use {}: not a regular file ({what}); remove it",
+            path.display()
+        ),
+    )
+}
+
 /// An open, checked shared file.
 #[derive(Debug)]
 pub struct ShmFile {
@@ -637,10 +687,7 @@ impl ShmFile {
             .metadata()
             .map_err(|e| Error::io(format!("cannot stat {}", path.display()), &e))?;
         if !meta.file_type().is_file() {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!("refusing to use {}: not a regular file", path.display()),
-            ));
+            return Err(not_a_regular_file(&path, &meta));
         }
         check_owner_and_mode("cache file", &path, &meta)?;
         Ok(ShmFile {

@@ -1724,6 +1724,69 @@ mod tests {
         assert!(!store.get(&[0], 0, &mut out).unwrap());
     }
 
+    /// INV-S8: a writer whose lock was taken over while it still ran (judged dead) and that
+    /// then writes a whole, self-consistent entry and links it into the table is never served:
+    /// the takeover moved the table to a new epoch, and it cannot end its section.
+    #[test]
+    fn a_fenced_writer_is_never_served() {
+        let store = ShmStore::over_memory(config(4)).unwrap();
+        store.insert(b"old", b"v", 0).unwrap();
+        let view = store.view().unwrap();
+        const ZOMBIE: u64 = 0x2bad;
+        assert!(view.lock.try_lock(ZOMBIE));
+        let zombie_epoch = view.epoch();
+        let section = view.lock.write_begin(ZOMBIE).unwrap();
+        // The zombie stalls here; this process's insert finds it dead (heap stores know only
+        // this process) and takes over: the odd sequence makes its section reset.
+        assert!(matches!(
+            store.insert(b"fresh", b"new", 0).unwrap(),
+            InsertOutcome::Inserted { .. }
+        ));
+        let info = store.info().unwrap();
+        assert_eq!((info.takeovers, info.resets), (1, 1));
+        assert_ne!(view.epoch(), zombie_epoch);
+        // The zombie goes on: a complete entry for "k" in a free slot, linked in the table.
+        let hash = key_hash(b"k");
+        let slot = view.arena.alloc().unwrap();
+        view.arena
+            .write_entry(slot, hash, b"k", b"zombie", 0, zombie_epoch);
+        view.table.insert(hash, slot).unwrap();
+        assert!(!view.lock.write_end(section), "it cannot publish");
+        assert!(view.lock.write_begin(ZOMBIE).is_none(), "nor begin again");
+        assert!(!view.lock.unlock(ZOMBIE));
+        let mut out = Vec::new();
+        assert!(
+            !store.get(b"k", 0, &mut out).unwrap(),
+            "an entry written by a fenced writer was served: {out:?}"
+        );
+        assert!(out.is_empty());
+        assert!(store.get(b"fresh", 0, &mut out).unwrap());
+        assert_eq!(out, b"new");
+        assert!(
+            !store.get(b"old", 0, &mut out).unwrap(),
+            "the torn table was reset"
+        );
+    }
+
+    /// A takeover from a writer that died holding the lock but outside a section (nothing can
+    /// be torn) keeps the entries; the dead owner still cannot write afterwards.
+    #[test]
+    fn a_clean_takeover_keeps_the_entries_and_fences_the_old_owner() {
+        let store = ShmStore::over_memory(config(4)).unwrap();
+        store.insert(b"a", b"1", 0).unwrap();
+        let view = store.view().unwrap();
+        const DEAD: u64 = 0x0dead;
+        assert!(view.lock.try_lock(DEAD));
+        store.insert(b"b", b"2", 0).unwrap();
+        let info = store.info().unwrap();
+        assert_eq!((info.takeovers, info.resets), (1, 0));
+        let mut out = Vec::new();
+        assert!(store.get(b"a", 0, &mut out).unwrap());
+        assert!(store.get(b"b", 0, &mut out).unwrap());
+        assert!(view.lock.write_begin(DEAD).is_none());
+        store.validate().unwrap();
+    }
+
     #[test]
     fn an_interrupted_write_is_reset_by_the_next_writer() {
         let store = ShmStore::over_memory(config(4)).unwrap();
