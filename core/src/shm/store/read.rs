@@ -1,0 +1,297 @@
+//! The lock-free read (INV-S3): lookup, the optimistic copy and its validation, waiting out an odd sequence.
+
+use super::{
+    ReadView, ShmStore, READ_ODD_CHECK_NS, READ_ODD_GIVE_UP_NS, READ_ODD_SPINS_MAX, READ_RETRIES,
+};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::super::arena::{Arena, ValueSink};
+use super::super::layout::{word, CounterStripe};
+use super::super::raw;
+use super::super::region::{self};
+use super::super::seqlock::Liveness;
+use super::super::table::Table;
+use crate::error::{Error, ErrorKind, Result};
+use crate::hash::entry_check;
+pub use crate::hash::key_hash;
+use crate::model::is_fresh;
+use crate::policy;
+
+/// Whether a lookup counts a hit or a miss, and on which stripe (`None`: the thread's).
+#[derive(Clone, Copy)]
+pub(super) enum Counted {
+    No,
+    Yes(Option<u32>),
+}
+
+/// State of a read waiting out an odd sequence ([`ShmStore::wait_odd`]).
+#[derive(Default)]
+pub(super) struct OddWait {
+    pub(super) spins: u32,
+    pub(super) since_ns: Option<u64>,
+    pub(super) recoveries: u32,
+}
+
+pub(super) enum OddStep {
+    Retry,
+    Miss,
+}
+
+pub(super) enum ReadOutcome {
+    /// `visited`: the slot's SIEVE bit as read (unvalidated: only a hint to skip `touch`).
+    Hit {
+        slot: u32,
+        visited: bool,
+    },
+    Expired,
+    Miss,
+}
+
+impl ShmStore {
+    // ----------------------------------------------------------------------------------------
+    // Reads
+
+    /// Looks `key` up (encoded key bytes). On a fresh hit, `out` holds exactly the value bytes
+    /// and the result is `Ok(true)`; otherwise `out` is empty and the result `Ok(false)`.
+    /// Counts a hit or a miss. Never blocks on a writer for more than a few milliseconds.
+    pub fn get(&self, key: &[u8], now_ns: u64, out: &mut Vec<u8>) -> Result<bool> {
+        self.get_hashed(key, key_hash(key), now_ns, out)
+    }
+
+    /// [`ShmStore::get`] with the hash precomputed by [`key_hash`] (saves hashing twice on
+    /// a miss followed by an insert).
+    pub fn get_hashed(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        self.lookup_hashed(key, hash, now_ns, out, Counted::Yes(None))
+    }
+
+    /// [`ShmStore::get_hashed`] copying the value into any [`ValueSink`] (e.g. a
+    /// [`super::super::arena::SmallValue`] on the caller's stack) and counting on the stripe of
+    /// `stripe_hint` (a value of the caller's own [`StripeHint`]) instead of the calling
+    /// thread's.
+    #[inline]
+    pub fn get_hashed_on_stripe(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut impl ValueSink,
+        stripe_hint: u32,
+    ) -> Result<bool> {
+        self.lookup_hashed(key, hash, now_ns, out, Counted::Yes(Some(stripe_hint)))
+    }
+
+    /// [`ShmStore::get_hashed`] without counting a hit or a miss (a second look at a key
+    /// whose miss was already counted, e.g. by an async miss before it starts computing).
+    pub fn peek_hashed(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        self.lookup_hashed(key, hash, now_ns, out, Counted::No)
+    }
+
+    pub(super) fn lookup_hashed(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut impl ValueSink,
+        counted: Counted,
+    ) -> Result<bool> {
+        out.clear();
+        if self.files.is_some() {
+            self.follow_files_on_read();
+        }
+        let generation = self.generation();
+        let parts = ReadView::new(&self.geometry, generation)
+            .and_then(|view| Some((view, view.table()?, view.slots()?)));
+        let Some((view, table, slots)) = parts else {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "shared cache mapping is smaller than its layout",
+            ));
+        };
+        let count = |field: usize| {
+            if let Counted::Yes(hint) = counted {
+                view.count(field, hint);
+            }
+        };
+        if key.len() > self.geometry.key_bytes_max as usize
+            || self.ttl_ns == Some(0)
+            || self.is_disabled()
+        {
+            count(word!(CounterStripe, misses));
+            return Ok(false);
+        }
+        let outcome = self.read(&view, table, slots, key, hash, now_ns, out);
+        if region::bus_fault_count() != 0 && self.generation_faulted() {
+            // The read may have seen private zero pages (a file truncated under us, INV-S6):
+            // never serve it; move to fresh files.
+            out.clear();
+            let _ = self.check_files(true);
+            count(word!(CounterStripe, misses));
+            return Ok(false);
+        }
+        match outcome {
+            ReadOutcome::Hit { slot, visited } => {
+                if !visited {
+                    // Outside the lock: may rarely mark a slot reused meanwhile (only a policy
+                    // imprecision under concurrency, never a wrong value).
+                    if let Some(full) = view.full() {
+                        let _ = policy::touch(&full.slots(), slot);
+                    }
+                }
+                count(word!(CounterStripe, hits));
+                Ok(true)
+            }
+            ReadOutcome::Expired => {
+                out.clear();
+                if let Some(full) = view.full() {
+                    self.remove_if_expired(&full, key, hash, now_ns);
+                }
+                count(word!(CounterStripe, misses));
+                Ok(false)
+            }
+            ReadOutcome::Miss => {
+                out.clear();
+                count(word!(CounterStripe, misses));
+                Ok(false)
+            }
+        }
+    }
+
+    /// The optimistic read loop (INV-S3). Bounded: at most [`READ_RETRIES`] validation
+    /// failures and [`READ_ODD_GIVE_UP_NS`] of odd sequence with a live writer.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn read(
+        &self,
+        view: &ReadView<'_>,
+        table: Table<'_>,
+        slots: Arena<'_>,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut impl ValueSink,
+    ) -> ReadOutcome {
+        let mut retries = 0u32;
+        let mut odd = OddWait::default();
+        loop {
+            let start = view.lock.read_begin();
+            if start & 1 == 1 {
+                match self.wait_odd(view, start, &mut odd) {
+                    OddStep::Retry => continue,
+                    OddStep::Miss => return ReadOutcome::Miss,
+                }
+            }
+            out.clear();
+            let found = table.find_map(hash, |_, slot| {
+                let words = slots.slot(slot)?;
+                words.key_matches(hash, key).then_some((slot, words))
+            });
+            // What the entry check covers, loaded inside the validated window (INV-S8).
+            let mut checked = None;
+            let outcome = match found {
+                None => ReadOutcome::Miss,
+                Some((slot, words)) => {
+                    let lens = words.lens();
+                    let stored_at_ns = words.stored_at_ns();
+                    if lens.value > self.geometry.value_bytes_max {
+                        // Only garbage has this; never serve it (validated or not).
+                        ReadOutcome::Miss
+                    } else if is_fresh(stored_at_ns, now_ns, self.ttl_ns) {
+                        words.copy_value(lens.value, out);
+                        checked =
+                            Some((view.epoch(), words.lens_word(), stored_at_ns, words.check()));
+                        ReadOutcome::Hit {
+                            slot,
+                            visited: words.visited(),
+                        }
+                    } else {
+                        ReadOutcome::Expired
+                    }
+                }
+            };
+            if view.lock.read_validate(start) {
+                if let Some((epoch, lens, stored_at_ns, check)) = checked {
+                    // A consistent copy of an entry written under another epoch (by a writer
+                    // fenced off by a takeover), or torn by a writer outside the protocol,
+                    // is never served: a miss, recomputed by the caller.
+                    if entry_check(epoch, hash, lens, stored_at_ns, out.bytes()) != check {
+                        out.clear();
+                        return ReadOutcome::Miss;
+                    }
+                }
+                return outcome;
+            }
+            retries += 1;
+            if retries >= READ_RETRIES {
+                return ReadOutcome::Miss;
+            }
+        }
+    }
+
+    /// A read saw the odd sequence `start` (a write in progress): spin, then yield, check the
+    /// writer's liveness and recover from a dead one, or give up (a miss) within
+    /// [`READ_ODD_GIVE_UP_NS`] / [`READ_ODD_SPINS_MAX`] polls.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn wait_odd(&self, view: &ReadView<'_>, start: u64, odd: &mut OddWait) -> OddStep {
+        let recover = |odd: &mut OddWait| {
+            let Ok(me) = self.me() else {
+                return false;
+            };
+            let owners = self.owner_check(view.generation, me);
+            if owners.owner_alive(view.lock.owner()) || odd.recoveries >= 2 {
+                return false;
+            }
+            odd.recoveries += 1;
+            if let Some(full) = view.full() {
+                self.recover_interrupted(&full);
+            }
+            true
+        };
+        if start == self.stalled_seq.load(Relaxed) {
+            // Already waited this write out: miss now, unless its writer died.
+            return if recover(odd) {
+                OddStep::Retry
+            } else {
+                OddStep::Miss
+            };
+        }
+        odd.spins += 1;
+        if odd.spins < 256 {
+            std::hint::spin_loop();
+            return OddStep::Retry;
+        }
+        if odd.spins >= READ_ODD_SPINS_MAX {
+            // Hard bound, independent of the clock.
+            self.stalled_seq.store(start, Relaxed);
+            return OddStep::Miss;
+        }
+        let now = raw::clock_monotonic_ns().unwrap_or(0);
+        let since = *odd.since_ns.get_or_insert(now);
+        let waited = now.saturating_sub(since);
+        if waited >= READ_ODD_CHECK_NS && odd.spins % 64 == 0 {
+            if recover(odd) {
+                odd.since_ns = None;
+                odd.spins = 0;
+                return OddStep::Retry;
+            }
+            if waited >= READ_ODD_GIVE_UP_NS {
+                self.stalled_seq.store(start, Relaxed);
+                return OddStep::Miss;
+            }
+        }
+        std::thread::yield_now();
+        OddStep::Retry
+    }
+}

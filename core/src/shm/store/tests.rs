@@ -1,0 +1,348 @@
+//! Unit tests of the shared store.
+
+use super::super::layout::{word, DataHeader};
+
+use super::*;
+
+fn config(capacity: u32) -> ShmConfig {
+    ShmConfig {
+        dir: None,
+        name: "unit".into(),
+        capacity,
+        key_bytes_max: 64,
+        value_bytes_max: 64,
+        ttl_ns: None,
+    }
+}
+
+#[test]
+fn heap_store_basic_operations() {
+    let store = ShmStore::over_memory(config(2)).unwrap();
+    let mut out = Vec::new();
+    assert!(!store.get(b"a", 0, &mut out).unwrap());
+    assert_eq!(
+        store.insert(b"a", b"1", 0).unwrap(),
+        InsertOutcome::Inserted { evicted: false }
+    );
+    assert!(store.get(b"a", 0, &mut out).unwrap());
+    assert_eq!(out, b"1");
+    assert_eq!(
+        store.insert(b"a", b"22", 0).unwrap(),
+        InsertOutcome::Updated
+    );
+    store.insert(b"b", b"2", 0).unwrap();
+    assert_eq!(
+        store.insert(b"c", b"3", 0).unwrap(),
+        InsertOutcome::Inserted { evicted: true }
+    );
+    // "a" was visited: "b" is the victim.
+    assert!(store.get(b"a", 0, &mut out).unwrap());
+    assert_eq!(out, b"22");
+    assert!(!store.get(b"b", 0, &mut out).unwrap());
+    assert!(out.is_empty());
+    store.validate().unwrap();
+    let info = store.info().unwrap();
+    assert_eq!((info.hits, info.misses, info.current_size), (2, 2, 2));
+    assert!(store.remove(b"a").unwrap());
+    assert!(!store.remove(b"a").unwrap());
+    store.validate().unwrap();
+    store.clear().unwrap();
+    assert_eq!(
+        store.info().unwrap(),
+        ShmInfo {
+            capacity: 2,
+            ..ShmInfo::default()
+        }
+    );
+    store.validate().unwrap();
+}
+
+#[test]
+fn oversize_and_zero_ttl_are_skipped_and_counted() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    let big = vec![0u8; 65];
+    assert_eq!(
+        store.insert(&big, b"v", 0).unwrap(),
+        InsertOutcome::Skipped(SkipReason::Oversize)
+    );
+    assert_eq!(
+        store.insert(b"k", &big, 0).unwrap(),
+        InsertOutcome::Skipped(SkipReason::Oversize)
+    );
+    store.record_oversize_skip();
+    assert_eq!(store.info().unwrap().oversize_skips, 3);
+    let mut out = Vec::new();
+    assert!(!store.get(&big, 0, &mut out).unwrap());
+    let zero = ShmStore::over_memory(ShmConfig {
+        ttl_ns: Some(0),
+        ..config(4)
+    })
+    .unwrap();
+    assert_eq!(
+        zero.insert(b"k", b"v", 0).unwrap(),
+        InsertOutcome::Skipped(SkipReason::ZeroTtl)
+    );
+    assert!(!zero.get(b"k", 0, &mut out).unwrap());
+}
+
+#[test]
+fn corruption_under_the_lock_resets_instead_of_failing() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    for k in 0..4u8 {
+        store.insert(&[k], &[k], 0).unwrap();
+    }
+    let view = store.view().unwrap();
+    // Break the SIEVE list: head points nowhere.
+    view.header[word!(DataHeader, sieve_head)].store(1000, Relaxed);
+    assert!(store.validate().is_err());
+    assert_eq!(
+        store.insert(b"new", b"v", 0).unwrap(),
+        InsertOutcome::Inserted { evicted: false }
+    );
+    store.validate().unwrap();
+    let info = store.info().unwrap();
+    assert_eq!((info.current_size, info.resets), (1, 1));
+    let mut out = Vec::new();
+    assert!(store.get(b"new", 0, &mut out).unwrap());
+    assert!(!store.get(&[0], 0, &mut out).unwrap());
+}
+
+/// INV-S8: a writer whose lock was taken over while it still ran (judged dead) and that
+/// then writes a whole, self-consistent entry and links it into the table is never served:
+/// the takeover moved the table to a new epoch, and it cannot end its section.
+#[test]
+fn a_fenced_writer_is_never_served() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"old", b"v", 0).unwrap();
+    let view = store.view().unwrap();
+    const ZOMBIE: u64 = 0x2bad;
+    assert!(view.lock.try_lock(ZOMBIE));
+    let zombie_epoch = view.epoch();
+    let section = view.lock.write_begin(ZOMBIE).unwrap();
+    // The zombie stalls here; this process's insert finds it dead (heap stores know only
+    // this process) and takes over: the odd sequence makes its section reset.
+    assert!(matches!(
+        store.insert(b"fresh", b"new", 0).unwrap(),
+        InsertOutcome::Inserted { .. }
+    ));
+    let info = store.info().unwrap();
+    assert_eq!((info.takeovers, info.resets), (1, 1));
+    assert_ne!(view.epoch(), zombie_epoch);
+    // The zombie goes on: a complete entry for "k" in a free slot, linked in the table.
+    let hash = key_hash(b"k");
+    let slot = view.arena.alloc().unwrap();
+    view.arena
+        .write_entry(slot, hash, b"k", b"zombie", 0, zombie_epoch);
+    view.table.insert(hash, slot).unwrap();
+    assert!(!view.lock.write_end(section), "it cannot publish");
+    assert!(view.lock.write_begin(ZOMBIE).is_none(), "nor begin again");
+    assert!(!view.lock.unlock(ZOMBIE));
+    let mut out = Vec::new();
+    assert!(
+        !store.get(b"k", 0, &mut out).unwrap(),
+        "an entry written by a fenced writer was served: {out:?}"
+    );
+    assert!(out.is_empty());
+    assert!(store.get(b"fresh", 0, &mut out).unwrap());
+    assert_eq!(out, b"new");
+    assert!(
+        !store.get(b"old", 0, &mut out).unwrap(),
+        "the torn table was reset"
+    );
+}
+
+/// A takeover from a writer that died holding the lock but outside a section (nothing can
+/// be torn) keeps the entries; the dead owner still cannot write afterwards.
+#[test]
+fn a_clean_takeover_keeps_the_entries_and_fences_the_old_owner() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"a", b"1", 0).unwrap();
+    let view = store.view().unwrap();
+    const DEAD: u64 = 0x0dead;
+    assert!(view.lock.try_lock(DEAD));
+    store.insert(b"b", b"2", 0).unwrap();
+    let info = store.info().unwrap();
+    assert_eq!((info.takeovers, info.resets), (1, 0));
+    let mut out = Vec::new();
+    assert!(store.get(b"a", 0, &mut out).unwrap());
+    assert!(store.get(b"b", 0, &mut out).unwrap());
+    assert!(view.lock.write_begin(DEAD).is_none());
+    store.validate().unwrap();
+}
+
+#[test]
+fn an_interrupted_write_is_reset_by_the_next_writer() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"k", b"v", 0).unwrap();
+    let view = store.view().unwrap();
+    // A writer "died" inside a section: odd sequence, lock free (its guard unwound).
+    let me = store.me().unwrap();
+    assert!(view.lock.try_lock(me));
+    let _abandoned = view.lock.write_begin(me).unwrap();
+    assert!(view.lock.unlock(me)); // its guard unwound
+    let mut out = Vec::new();
+    // Readers do not hang: the owner is gone, they recover and then miss/hit cleanly.
+    assert!(
+        !store.get(b"k", 0, &mut out).unwrap(),
+        "recovery dropped the entry"
+    );
+    assert_eq!(view.lock.sequence() & 1, 0);
+    store.insert(b"k", b"v2", 0).unwrap();
+    assert!(store.get(b"k", 0, &mut out).unwrap());
+    assert_eq!(out, b"v2");
+    store.validate().unwrap();
+    assert_eq!(store.info().unwrap().resets, 1);
+}
+
+#[test]
+fn images_round_trip_and_mismatches_are_rejected() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"k", b"v", 0).unwrap();
+    let (data, lock) = store.image();
+    let copy = ShmStore::from_image(config(4), &data, &lock).unwrap();
+    let mut out = Vec::new();
+    assert!(copy.get(b"k", 0, &mut out).unwrap());
+    assert_eq!(out, b"v");
+    assert_eq!(
+        ShmStore::from_image(config(5), &data, &lock)
+            .unwrap_err()
+            .kind,
+        ErrorKind::Corrupt
+    );
+    assert!(ShmStore::from_image(config(4), &data[..100], &lock).is_err());
+    let mut bad_lock = lock.clone();
+    bad_lock[0] ^= 1;
+    assert!(ShmStore::from_image(config(4), &data, &bad_lock).is_err());
+}
+
+#[test]
+fn a_hit_that_fails_to_decode_counts_as_a_miss() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"k", b"v", 0).unwrap();
+    let mut out = Vec::new();
+    assert!(store.get(b"k", 0, &mut out).unwrap());
+    assert!(store.get(b"k", 0, &mut out).unwrap());
+    store.record_decode_failure();
+    let info = store.info().unwrap();
+    assert_eq!((info.hits, info.misses), (1, 1));
+    store.clear().unwrap();
+    store.record_decode_failure(); // a failure counted after a clear raced with its hit
+    let info = store.info().unwrap();
+    assert_eq!((info.hits, info.misses), (0, 0));
+}
+
+#[test]
+fn peek_does_not_count() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"k", b"v", 0).unwrap();
+    let mut out = Vec::new();
+    assert!(store
+        .peek_hashed(b"k", key_hash(b"k"), 0, &mut out)
+        .unwrap());
+    assert_eq!(out, b"v");
+    assert!(!store
+        .peek_hashed(b"x", key_hash(b"x"), 0, &mut out)
+        .unwrap());
+    assert!(out.is_empty());
+    let info = store.info().unwrap();
+    assert_eq!((info.hits, info.misses), (0, 0));
+    assert!(store.get(b"k", 0, &mut out).unwrap());
+    assert_eq!(store.info().unwrap().hits, 1);
+}
+
+/// A file-backed store in `dir` holding `entries` entries, whose `victim` file ("data" or
+/// "lock") was then truncated to zero bytes under it (as a foreign process could).
+fn store_with_truncated_file(
+    dir: &std::path::Path,
+    name: &str,
+    victim: &str,
+    entries: u8,
+) -> ShmStore {
+    let store = ShmStore::open(ShmConfig {
+        dir: Some(dir.to_path_buf()),
+        name: name.to_owned(),
+        ..config(64)
+    })
+    .unwrap();
+    for k in 0..entries {
+        store.insert(&[k], &[k; 40], 1).unwrap();
+    }
+    let paths = store.paths().unwrap();
+    let path = if victim == "data" {
+        &paths.data
+    } else {
+        &paths.lock
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    store
+}
+
+/// A directory path no other test run uses (pid and clock in the name).
+fn unique_temp_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "{tag}_{}_{}",
+        std::process::id(),
+        super::super::raw::clock_monotonic_ns().unwrap_or(0)
+    ))
+}
+
+#[test]
+fn files_truncated_under_a_live_store_are_survived() {
+    let dir = unique_temp_dir("warp_store_trunc");
+    for victim in ["data", "lock"] {
+        let store = store_with_truncated_file(&dir, &format!("trunc_{victim}"), victim, 40);
+        let mut out = Vec::new();
+        // Every read misses (never a value seen through zero pages), no SIGBUS.
+        for k in 0..40u8 {
+            assert!(!store.get(&[k], 1, &mut out).unwrap(), "{victim}: key {k}");
+            assert!(out.is_empty());
+        }
+        // Writers move to fresh files and the cache works again.
+        store.insert(b"new", b"value", 1).unwrap();
+        assert!(store.get(b"new", 1, &mut out).unwrap(), "{victim}");
+        assert_eq!(out, b"value");
+        store.validate().unwrap();
+        let fresh = store.paths().unwrap();
+        let len = std::fs::metadata(&fresh.data).unwrap().len();
+        assert_eq!(len, store.region_bytes(), "{victim}: replaced, full size");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_insert_right_after_a_truncation_lands_in_fresh_files() {
+    // Inserts no longer fstat the files each time (INV-S6 flags the truncation instead):
+    // the first insert after one must still end up stored, in fresh full-size files.
+    let dir = unique_temp_dir("warp_store_trunc_insert");
+    for victim in ["data", "lock"] {
+        let store = store_with_truncated_file(&dir, &format!("trunc_insert_{victim}"), victim, 8);
+        assert!(matches!(
+            store.insert(b"fresh", b"value", 1).unwrap(),
+            InsertOutcome::Inserted { .. }
+        ));
+        let mut out = Vec::new();
+        assert!(store.get(b"fresh", 1, &mut out).unwrap(), "{victim}");
+        assert_eq!(out, b"value");
+        assert!(
+            !store.get(&[0], 1, &mut out).unwrap(),
+            "{victim}: old entries gone"
+        );
+        assert_eq!(store.info().unwrap().current_size, 1, "{victim}");
+        store.validate().unwrap();
+        let fresh = store.paths().unwrap();
+        let len = std::fs::metadata(&fresh.data).unwrap().len();
+        assert_eq!(len, store.region_bytes(), "{victim}: replaced, full size");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ShmStore>();
+}

@@ -1,0 +1,479 @@
+//! Writes: the writer lock (taking over from dead owners, INV-8), write sections and resets (INV-S4, INV-S8), insert, remove, clear, counters.
+
+use super::{
+    busy_error, InsertOutcome, ShmInfo, ShmStore, SkipReason, View, LOCK_WAIT, LOCK_WAIT_LONG,
+};
+use std::cell::OnceCell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use super::super::failpoint::{self, Point};
+use super::super::files::Files;
+use super::super::layout::{word, CounterStripe, DataHeader, LockFile};
+use super::super::liveness::{self, LocalLiveness, OwnerState};
+use super::super::region::{self, CacheDir, FileId};
+use super::super::seqlock::{Acquire, Liveness, SeqLock};
+use super::super::table::TableError;
+use crate::error::Result;
+pub use crate::hash::key_hash;
+use crate::model::is_fresh;
+use crate::policy::{self, PolicyError, SieveSlots};
+
+/// Liveness checks of an owner whose hold was already waited out, before skipping.
+const STALLED_OWNER_CHECKS: u32 = 4;
+
+/// Holds the writer lock; releases it on drop (also on unwinding).
+pub(super) struct LockGuard<'a> {
+    pub(super) lock: SeqLock<'a, AtomicU64>,
+    pub(super) me: u64,
+    /// The table epoch this holder writes entries under: read when the lock was taken (so a
+    /// holder whose lock is later taken over keeps an epoch its successor has left, INV-S8),
+    /// and updated by the holder's own resets.
+    pub(super) epoch: std::cell::Cell<u64>,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.unlock(self.me);
+    }
+}
+
+/// [`Liveness`] of lock owners of one generation: heap stores know only this process; file
+/// stores ask the kernel through presence files in the generation's directory, opened on the
+/// first check only (a lock taken without waiting never opens it).
+pub(super) struct OwnerCheck<'s> {
+    pub(super) files: Option<&'s Files>,
+    pub(super) dir_id: Option<FileId>,
+    pub(super) me: u64,
+    pub(super) dir: OnceCell<Option<CacheDir>>,
+}
+
+impl OwnerCheck<'_> {
+    pub(super) fn state(&self, owner: u64) -> OwnerState {
+        let Some(files) = self.files else {
+            return if (LocalLiveness { me: self.me }).owner_alive(owner) {
+                OwnerState::Alive
+            } else {
+                OwnerState::Dead
+            };
+        };
+        // The directory the generation lives in; if the path now names another directory
+        // (ours was removed), its owners cannot be judged: never take over on a guess.
+        let dir = self.dir.get_or_init(|| {
+            files
+                .open_dir()
+                .ok()
+                .filter(|dir| dir.id().ok() == self.dir_id)
+        });
+        match dir {
+            Some(dir) => liveness::owner_state(dir, owner, self.me),
+            None => OwnerState::Unknown,
+        }
+    }
+}
+
+impl Liveness for OwnerCheck<'_> {
+    fn owner_alive(&self, owner: u64) -> bool {
+        self.state(owner) != OwnerState::Dead
+    }
+}
+
+/// A structural problem found under the lock.
+#[derive(Debug)]
+pub(super) enum Corruption {
+    Policy(PolicyError),
+    Table(TableError),
+    Arena(super::super::arena::ArenaError),
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Corruption::Policy(e) => write!(f, "{e}"),
+            Corruption::Table(e) => write!(f, "{e}"),
+            Corruption::Arena(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<PolicyError> for Corruption {
+    fn from(e: PolicyError) -> Self {
+        Corruption::Policy(e)
+    }
+}
+impl From<TableError> for Corruption {
+    fn from(e: TableError) -> Self {
+        Corruption::Table(e)
+    }
+}
+impl From<super::super::arena::ArenaError> for Corruption {
+    fn from(e: super::super::arena::ArenaError) -> Self {
+        Corruption::Arena(e)
+    }
+}
+
+impl ShmStore {
+    // ----------------------------------------------------------------------------------------
+    // Writes
+
+    /// Takes the writer lock for `view`, waiting up to `max_wait` for a live owner and taking
+    /// over from a dead one. (A taken-over owner is fenced off by the state word, INV-S8: it
+    /// can neither begin nor end a section any more; if it died inside one, the next section
+    /// finds the sequence odd and resets to a new epoch.)
+    ///
+    /// A hold this store already waited out in full (same owner *and* same sequence: the
+    /// holder made no progress, e.g. it is stopped) is not waited for again: only checked.
+    pub(super) fn lock<'a>(&self, view: &View<'a>, max_wait: Duration) -> Option<LockGuard<'a>> {
+        let me = self.me().ok()?;
+        let owners = self.owner_check(view.generation, me);
+        let guard = |took_over: bool| {
+            self.stalled_owner.store(0, Relaxed);
+            let guard = LockGuard {
+                lock: view.lock,
+                me,
+                epoch: std::cell::Cell::new(view.epoch()),
+            };
+            if took_over {
+                self.count_takeover(view);
+            }
+            Some(guard)
+        };
+        let owner = view.lock.owner();
+        if owner != 0
+            && owner == self.stalled_owner.load(Relaxed)
+            && view.lock.sequence() == self.stalled_owner_seq.load(Relaxed)
+        {
+            // A few looks over a few milliseconds, not one: a killed process whose main thread
+            // is already a zombie may still be closing its descriptors in its other threads
+            // (its presence lock goes with the last of them).
+            for attempt in 0..STALLED_OWNER_CHECKS {
+                if !owners.owner_alive(owner) && view.lock.take_over(owner, me) {
+                    return guard(true);
+                }
+                if view.lock.owner() != owner {
+                    break;
+                }
+                if attempt + 1 == STALLED_OWNER_CHECKS {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        match view.lock.acquire(me, max_wait, &owners) {
+            Acquire::Acquired => guard(false),
+            Acquire::TookOver { .. } => guard(true),
+            Acquire::Busy { owner } => {
+                if max_wait >= LOCK_WAIT {
+                    self.stalled_owner_seq.store(view.lock.sequence(), Relaxed);
+                    self.stalled_owner.store(owner, Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    pub(super) fn count_takeover(&self, view: &View<'_>) {
+        if let Some(w) = view.lock_words.get(word!(LockFile, takeovers)) {
+            w.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Runs `body` inside a write section (lock held through `guard`), passing the epoch to
+    /// write entries under. An interrupted previous section, or corruption reported by `body`,
+    /// resets the table and arena (INV-S4); after a reset caused by `body`, `body` runs once
+    /// more on the empty store.
+    pub(super) fn write_section<R>(
+        &self,
+        view: &View<'_>,
+        guard: &LockGuard<'_>,
+        mut body: impl FnMut(&View<'_>, u64) -> std::result::Result<R, Corruption>,
+    ) -> Option<R> {
+        // `None`: our lock was taken over (we were judged dead): write nothing (INV-S8).
+        let section = view.lock.write_begin(guard.me)?;
+        if section.interrupted {
+            self.note_reset("a writer died inside a write section".to_owned());
+            guard.epoch.set(self.reset_structures(view));
+        }
+        let result = match body(view, guard.epoch.get()) {
+            Ok(r) => Some(r),
+            Err(corruption) => {
+                self.note_reset(corruption.to_string());
+                guard.epoch.set(self.reset_structures(view));
+                body(view, guard.epoch.get()).ok()
+            }
+        };
+        let _ = view.lock.write_end(section);
+        result
+    }
+
+    pub(super) fn note_reset(&self, reason: String) {
+        // try_lock: never block here (fork-safe even if a thread held it at fork time).
+        if let Ok(mut last) = self.last_reset_reason.try_lock() {
+            *last = Some(reason);
+        }
+    }
+
+    /// Why this process last reset the table after a crash or corruption, if it did.
+    pub fn last_reset_reason(&self) -> Option<String> {
+        self.last_reset_reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Empties the table and arena, counts a reset and moves to a new table epoch (inside a
+    /// write section). Returns the new epoch.
+    pub(super) fn reset_structures(&self, view: &View<'_>) -> u64 {
+        view.table.clear();
+        view.arena.reset();
+        if let Some(w) = view.header.get(word!(DataHeader, resets)) {
+            w.fetch_add(1, Relaxed);
+        }
+        let epoch = view.epoch().wrapping_add(1).max(1);
+        if let Some(w) = view.header.get(word!(DataHeader, epoch)) {
+            w.store(epoch, Relaxed);
+        }
+        epoch
+    }
+
+    /// Recovery started by a reader that found an odd sequence and a dead (or no) writer.
+    pub(super) fn recover_interrupted(&self, view: &View<'_>) {
+        let Ok(me) = self.me() else {
+            return;
+        };
+        let guard = || LockGuard {
+            lock: view.lock,
+            me,
+            epoch: std::cell::Cell::new(view.epoch()),
+        };
+        let owner = view.lock.owner();
+        let held = if owner == 0 {
+            view.lock.try_lock(me)
+        } else {
+            let taken = view.lock.take_over(owner, me);
+            if taken {
+                self.count_takeover(view);
+            }
+            taken
+        };
+        if held {
+            // The sequence is odd: this section resets (INV-S4, INV-S8).
+            let guard = guard();
+            self.write_section(view, &guard, |_, _| Ok(()));
+        }
+    }
+
+    /// Stores `value` under `key` (encoded bytes) stamped `now_ns`.
+    pub fn insert(&self, key: &[u8], value: &[u8], now_ns: u64) -> Result<InsertOutcome> {
+        self.insert_hashed(key, key_hash(key), value, now_ns)
+    }
+
+    /// [`ShmStore::insert`] with the hash precomputed by [`key_hash`].
+    pub fn insert_hashed(
+        &self,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        now_ns: u64,
+    ) -> Result<InsertOutcome> {
+        if key.len() > self.geometry.key_bytes_max as usize
+            || value.len() > self.geometry.value_bytes_max as usize
+        {
+            self.record_oversize_skip();
+            return Ok(InsertOutcome::Skipped(SkipReason::Oversize));
+        }
+        if self.ttl_ns == Some(0) {
+            return Ok(InsertOutcome::Skipped(SkipReason::ZeroTtl));
+        }
+        self.check_files(false)?;
+        if self.is_disabled() {
+            return Ok(InsertOutcome::Skipped(SkipReason::Unfollowable));
+        }
+        let mut outcome = self.insert_once(key, hash, value, now_ns)?;
+        if region::bus_fault_count() != 0 && self.generation_faulted() {
+            // The files were truncated under us (found without an fstat, INV-S6): the write
+            // may have gone to private zero pages. Move to fresh files and write once more.
+            self.check_files(true)?;
+            outcome = self.insert_once(key, hash, value, now_ns)?;
+        }
+        Ok(outcome)
+    }
+
+    pub(super) fn insert_once(
+        &self,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        now_ns: u64,
+    ) -> Result<InsertOutcome> {
+        let view = self.view()?;
+        let Some(guard) = self.lock(&view, LOCK_WAIT) else {
+            return Ok(InsertOutcome::Skipped(SkipReason::LockBusy));
+        };
+        failpoint::hit(Point::AfterLock);
+        let outcome = self.write_section(&view, &guard, |v, epoch| {
+            self.insert_locked(v, epoch, key, hash, value, now_ns)
+        });
+        failpoint::hit(Point::BeforeUnlock);
+        drop(guard);
+        Ok(outcome.unwrap_or(InsertOutcome::Skipped(SkipReason::Corrupt)))
+    }
+
+    pub(super) fn insert_locked(
+        &self,
+        view: &View<'_>,
+        epoch: u64,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        now_ns: u64,
+    ) -> std::result::Result<InsertOutcome, Corruption> {
+        if let Some((_, slot)) = view
+            .table
+            .find(hash, |slot| view.arena.key_matches(slot, hash, key))
+        {
+            view.arena
+                .write_value(slot, key.len() as u32, value, now_ns, epoch);
+            return Ok(InsertOutcome::Updated);
+        }
+        let mut slots = view.slots();
+        let (slot, evicted) = if slots.len() >= self.geometry.capacity {
+            let victim = policy::evict(&mut slots)?;
+            view.table.remove(view.arena.hash(victim), victim)?;
+            (victim, true)
+        } else {
+            (view.arena.alloc()?, false)
+        };
+        view.arena
+            .write_entry(slot, hash, key, value, now_ns, epoch);
+        policy::insert(&mut slots, slot)?;
+        view.table.insert(hash, slot)?;
+        Ok(InsertOutcome::Inserted { evicted })
+    }
+
+    pub(super) fn remove_slot(view: &View<'_>, slot: u32) -> std::result::Result<(), Corruption> {
+        view.table.remove(view.arena.hash(slot), slot)?;
+        policy::remove(&mut view.slots(), slot)?;
+        view.arena.free(slot);
+        Ok(())
+    }
+
+    /// After a read found `key` expired: remove it if the lock is free right now.
+    pub(super) fn remove_if_expired(&self, view: &View<'_>, key: &[u8], hash: u64, now_ns: u64) {
+        let Some(guard) = self.lock(view, Duration::ZERO) else {
+            return;
+        };
+        let ttl_ns = self.ttl_ns;
+        self.write_section(view, &guard, |v, _| {
+            match v
+                .table
+                .find(hash, |slot| v.arena.key_matches(slot, hash, key))
+            {
+                Some((_, slot)) if !is_fresh(v.arena.stored_at_ns(slot), now_ns, ttl_ns) => {
+                    Self::remove_slot(v, slot)
+                }
+                _ => Ok(()),
+            }
+        });
+    }
+
+    /// Removes `key` if present. `Ok(false)` if absent or the lock stayed busy.
+    pub fn remove(&self, key: &[u8]) -> Result<bool> {
+        let hash = key_hash(key);
+        self.check_files(false)?;
+        let view = self.view()?;
+        let Some(guard) = self.lock(&view, LOCK_WAIT) else {
+            return Ok(false);
+        };
+        let removed = self.write_section(&view, &guard, |v, _| {
+            match v
+                .table
+                .find(hash, |slot| v.arena.key_matches(slot, hash, key))
+            {
+                Some((_, slot)) => Self::remove_slot(v, slot).map(|()| true),
+                None => Ok(false),
+            }
+        });
+        drop(guard);
+        if region::bus_fault_count() != 0 && self.generation_faulted() {
+            // Truncated under us (INV-S6): the fresh files start empty, so the key is gone.
+            self.check_files(true)?;
+        }
+        Ok(removed.unwrap_or(false))
+    }
+
+    /// Counts a hit whose value bytes the caller could not decode (damaged, or a pickle whose
+    /// class is gone) and therefore recomputed: [`ShmStore::info`] reports it as a miss.
+    pub fn record_decode_failure(&self) {
+        if let Ok(view) = self.view() {
+            view.count(word!(CounterStripe, decode_failures));
+        }
+    }
+
+    /// Counts a result that was not cached because its key or value was too large (the
+    /// Python layer calls this when it skips `insert`).
+    pub fn record_oversize_skip(&self) {
+        if let Ok(view) = self.view() {
+            view.count(word!(CounterStripe, oversize_skips));
+        }
+    }
+
+    /// Removes every entry and zeroes every counter, for every process using the cache.
+    /// Waits up to [`LOCK_WAIT_LONG`] for the writer lock; a live process holding it longer
+    /// gives an [`ErrorKind::Io`] error (nothing cleared).
+    pub fn clear(&self) -> Result<()> {
+        self.check_files(true)?;
+        let view = self.view()?;
+        let Some(guard) = self.lock(&view, LOCK_WAIT_LONG) else {
+            return Err(busy_error(view.lock.owner()));
+        };
+        self.write_section(&view, &guard, |v, epoch| {
+            v.table.clear();
+            v.arena.reset();
+            // A new epoch: nothing written before the clear validates again (INV-S8).
+            let epoch = epoch.wrapping_add(1).max(1);
+            if let Some(w) = v.header.get(word!(DataHeader, epoch)) {
+                w.store(epoch, Relaxed);
+            }
+            guard.epoch.set(epoch);
+            for w in v.stripes {
+                w.store(0, Relaxed);
+            }
+            Ok(())
+        });
+        Ok(())
+    }
+
+    /// Shared counters and the current number of entries.
+    pub fn info(&self) -> Result<ShmInfo> {
+        self.check_files(false)?;
+        let info = self.info_once()?;
+        if region::bus_fault_count() != 0 && self.generation_faulted() {
+            // Read through a truncated mapping (INV-S6): read the fresh files instead.
+            self.check_files(true)?;
+            return self.info_once();
+        }
+        Ok(info)
+    }
+
+    pub(super) fn info_once(&self) -> Result<ShmInfo> {
+        let view = self.view()?;
+        // A hit that could not be decoded was recomputed: it is a miss. (Counters are bumped
+        // without the lock, so a clear can fall between a hit and its failure: saturate.)
+        let decode_failures = view.sum(word!(CounterStripe, decode_failures));
+        let hits = view.sum(word!(CounterStripe, hits));
+        Ok(ShmInfo {
+            hits: hits.saturating_sub(decode_failures),
+            misses: view
+                .sum(word!(CounterStripe, misses))
+                .wrapping_add(decode_failures.min(hits)),
+            oversize_skips: view.sum(word!(CounterStripe, oversize_skips)),
+            current_size: view
+                .header_word(word!(DataHeader, sieve_len))
+                .min(u64::from(self.geometry.capacity)),
+            capacity: self.geometry.capacity,
+            resets: view.header_word(word!(DataHeader, resets)),
+            takeovers: view
+                .lock_words
+                .get(word!(LockFile, takeovers))
+                .map_or(0, |w| w.load(Relaxed)),
+        })
+    }
+}
