@@ -8,7 +8,8 @@
 //! | module      | what                                                                 |
 //! |-------------|----------------------------------------------------------------------|
 //! | `scheduler` | the deterministic plan: steps, batches, faults, probes, checkpoints  |
-//! | `driver`    | the parent: processes, dispatch, barriers, faults, watchdog, reports |
+//! | `driver`    | the parent: processes, dispatch, barriers, faults, watchdog          |
+//! | `report_text` | the report of a run and the one-line summary of `--seeds`          |
 //! | `worker`    | the worker process: executes requests against the real store         |
 //! | `checker`   | decides whether each result is one the store may give                |
 //! | `faults`    | the fault kinds and their failpoints                                 |
@@ -26,11 +27,10 @@ pub mod faults;
 #[allow(unsafe_code)]
 pub mod os;
 pub mod protocol;
+pub mod report_text;
 pub mod scheduler;
 pub mod value;
 pub mod worker;
 
-pub use driver::{
-    format_report, run, summary_line, Failure, FailureKind, Launcher, MpOptions, MpReport,
-    TIMING_HEADER,
-};
+pub use driver::{run, Failure, FailureKind, Launcher, MpOptions, MpReport};
+pub use report_text::{format_report, summary_line, TIMING_HEADER};
