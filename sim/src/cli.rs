@@ -116,7 +116,8 @@ Exit codes:
   1  the job could not run: unreadable trace, unwritable output, workers could not start
   2  bad arguments
   3  correctness: SIEVE implementations disagree; a replay read a wrong value, failed
-     validation, or (with --serial, no --faults) differed from the reference SIEVE
+     validation, took the writer lock over more often than workers were killed (a live
+     writer's lock taken), or (with --serial, no --faults) differed from the reference SIEVE
   4  crash: a replay worker died without a planned fault, panicked or broke the protocol
   5  liveness: a replay worker made no progress within --watchdog-ms, or no write succeeded
      within --recovery-ms after a crash
@@ -512,6 +513,7 @@ pub fn run_replay(report_args: &ReportArgs, replay: &ReplayArgs) -> u8 {
     let mut failed = 0usize;
     let mut walls = Vec::new();
     let (mut faults, mut recoveries, mut wrong, mut max_recovery_ns) = (0usize, 0usize, 0u64, 0u64);
+    let mut takeovers = 0u64;
     for &seed in &seeds {
         let report = mp::run(&trace, &replay_options(report_args, replay, seed));
         println!("{}", mp::summary_line(&report));
@@ -519,6 +521,7 @@ pub fn run_replay(report_args: &ReportArgs, replay: &ReplayArgs) -> u8 {
         faults += report.faults_injected();
         recoveries += report.timing.recoveries.len();
         wrong += report.wrong_values;
+        takeovers += report.timing.takeovers;
         max_recovery_ns = report
             .timing
             .recoveries
@@ -537,7 +540,7 @@ pub fn run_replay(report_args: &ReportArgs, replay: &ReplayArgs) -> u8 {
     }
     walls.sort_by(f64::total_cmp);
     println!(
-        "seeds: {} run, {failed} failed; faults injected {faults}, recoveries {recoveries} (max {:.1} ms), wrong values {wrong}; time per seed median {:.2} s, max {:.2} s",
+        "seeds: {} run, {failed} failed; faults injected {faults}, recoveries {recoveries} (max {:.1} ms), wrong values {wrong}, lock takeovers {takeovers}; time per seed median {:.2} s, max {:.2} s",
         seeds.len(),
         max_recovery_ns as f64 / 1e6,
         walls.get(walls.len() / 2).copied().unwrap_or(0.0),

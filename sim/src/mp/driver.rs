@@ -215,6 +215,30 @@ impl MpReport {
     pub fn faults_injected(&self) -> usize {
         self.fault_counts.iter().map(|(_, n)| n).sum()
     }
+
+    /// Lock takeovers beyond the workers killed (INV-8 allows a takeover only from a dead
+    /// owner, and the exact compare-exchange lets each dead owner's word be taken over at most
+    /// once): every one of these took the lock from a live writer.
+    pub fn excess_takeovers(&self) -> u64 {
+        self.timing
+            .takeovers
+            .saturating_sub(self.timing.kills_observed)
+    }
+}
+
+/// The correctness failure of a run whose lock was taken over from a live writer.
+fn takeover_failure(report: &MpReport) -> Option<Failure> {
+    let excess = report.excess_takeovers();
+    (excess > 0).then(|| {
+        Failure::new(
+            FailureKind::Correctness,
+            None,
+            format!(
+                "{} writer-lock takeovers but only {} workers were killed: {excess} times a live writer's lock was taken over (two writers at once)",
+                report.timing.takeovers, report.timing.kills_observed
+            ),
+        )
+    })
 }
 
 /// A per-run directory, removed (with the store files) on drop.
@@ -441,6 +465,9 @@ pub fn run(trace: &Trace, options: &MpOptions) -> MpReport {
     };
     drop(driver);
     report.timing.wall = started.elapsed();
+    if report.failure.is_none() {
+        report.failure = takeover_failure(&report);
+    }
     report
 }
 

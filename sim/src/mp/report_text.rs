@@ -130,15 +130,13 @@ pub fn format_report(report: &MpReport) -> String {
             .unwrap_or(0);
         let _ = writeln!(
             out,
-            "  recovery {} of {} kills recovered: the first write after each crash completed within {} (median {}, bound {} ms; {} counting the harness's restarts); lock takeovers {}, table resets {}",
+            "  recovery {} of {} kills recovered: the first write after each crash completed within {} (median {}, bound {} ms; {} counting the harness's restarts)",
             t.recoveries.len(),
             t.kills_observed,
             ms(max),
             ms(median),
             report.recovery_bound.as_millis(),
             ms(max_since_crash),
-            t.takeovers,
-            t.resets
         );
         let _ = writeln!(
             out,
@@ -146,6 +144,11 @@ pub fn format_report(report: &MpReport) -> String {
             t.stops_observed
         );
     }
+    let _ = writeln!(
+        out,
+        "  lock     {} writer-lock takeovers ({} workers killed: at most that many are legitimate), {} table resets",
+        t.takeovers, t.kills_observed, t.resets
+    );
     let _ = writeln!(
         out,
         "  latency  slowest request {} (counting any time its worker was stopped); {} validations",
@@ -170,13 +173,14 @@ pub fn summary_line(report: &MpReport) -> String {
         .max()
         .unwrap_or(0);
     format!(
-        "seed={} {verdict}: {} steps, {} faults, {} recoveries (max {}), wrong values {}, {:.2} s",
+        "seed={} {verdict}: {} steps, {} faults, {} recoveries (max {}), wrong values {}, takeovers {}, {:.2} s",
         report.seed,
         report.steps,
         report.faults_injected(),
         report.timing.recoveries.len(),
         ms(max_recovery),
         report.wrong_values,
+        report.timing.takeovers,
         report.timing.wall.as_secs_f64()
     )
 }
