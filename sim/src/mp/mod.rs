@@ -15,7 +15,8 @@
 //! | `faults`    | the fault kinds and their failpoints                                 |
 //! | `protocol`  | the parent <-> worker line protocol                                  |
 //! | `value`     | self-checking values (key, writer, request, checksum)                |
-//! | `os`        | SIGSTOP/SIGCONT and /proc process state (the crate's only `unsafe`)  |
+//! | `pidns`     | `--pid-ns`: every worker in a PID namespace of its own                |
+//! | `os`        | SIGSTOP/SIGCONT, /proc process state, namespace primitives (the crate's only `unsafe`) |
 //!
 //! Workers are this executable started again with `WARP_SIM_WORKER` set: any binary that
 //! launches runs must call [`worker::run_if_requested`] first thing in `main` (`sim` does in
@@ -26,6 +27,7 @@ pub mod driver;
 pub mod faults;
 #[allow(unsafe_code)]
 pub mod os;
+pub mod pidns;
 pub mod protocol;
 pub mod report_text;
 pub mod scheduler;
