@@ -28,6 +28,7 @@ use warp_cache_core::shm::ShmStore;
 use super::checker::{CheckStats, Checker, Violation, ViolationKind};
 use super::faults::FaultKind;
 use super::os::{self, ProcState, Signal};
+use super::pidns::{PidNamespaces, ProcView};
 use super::protocol::{
     Command, Mode, Reply, RequestResult, Sabotage, WorkerConfig, WORKER_DIR_ENV, WORKER_ENV,
 };
@@ -44,6 +45,8 @@ pub const RECOVERY_BOUND_DEFAULT: Duration = Duration::from_secs(1);
 const STALL_MIN: Duration = Duration::from_millis(20);
 /// Event poll interval (stop detection, watchdog).
 const TICK: Duration = Duration::from_millis(5);
+/// A busy worker silent this long is checked for an unplanned stop.
+const UNPLANNED_STOP_CHECK: Duration = Duration::from_millis(50);
 /// Correctness violations kept for the report (all are counted).
 const VIOLATIONS_KEPT: usize = 10;
 
@@ -78,6 +81,11 @@ pub struct MpOptions {
     pub base_dir: Option<PathBuf>,
     /// Test hook: a deliberate bug in every worker (proves the checks can fail).
     pub sabotage: Option<Sabotage>,
+    /// Every worker in a PID namespace of its own (`--pid-ns`, see [`super::pidns`]).
+    pub pid_ns: Option<ProcView>,
+    /// Updates (`write_fraction`) hold the writer lock this many ms longer (`--slow-writes`;
+    /// a live writer descheduled under the lock); 0 = off.
+    pub slow_write_ms: u32,
 }
 
 impl MpOptions {
@@ -96,6 +104,8 @@ impl MpOptions {
             launcher: Launcher::CurrentExe,
             base_dir: None,
             sabotage: None,
+            pid_ns: None,
+            slow_write_ms: 0,
         }
     }
 }
@@ -164,6 +174,9 @@ pub struct Timing {
     pub stats: CheckStats,
     pub recoveries: Vec<Recovery>,
     pub stops_observed: u64,
+    /// Workers found stopped without a planned stop (a stop failpoint reached twice in one
+    /// insert), resumed at once.
+    pub unplanned_stops: u64,
     pub kills_observed: u64,
     pub takeovers: u64,
     pub resets: u64,
@@ -190,6 +203,8 @@ pub struct MpReport {
     pub exact: bool,
     pub batch_max: usize,
     pub write_fraction: f64,
+    pub pid_ns: Option<ProcView>,
+    pub slow_write_ms: u32,
     pub steps: usize,
     pub digest: u64,
     pub fault_counts: Vec<(FaultKind, usize)>,
@@ -328,6 +343,8 @@ struct Slot {
     outstanding: Option<Outstanding>,
     last_progress: Instant,
     expect: Expect,
+    /// The request of the last stop at a failpoint (for an unplanned second stop).
+    stopped_at: Option<u64>,
 }
 
 impl Slot {
@@ -360,6 +377,8 @@ struct Driver<'a> {
     capacity: u32,
     store: ShmStore,
     slots: Vec<Slot>,
+    /// `--pid-ns`: the workers' namespaces (dropped after the workers, see `Drop`).
+    namespaces: Option<PidNamespaces>,
     tx: Sender<Event>,
     rx: Receiver<Event>,
     checker: Checker,
@@ -414,6 +433,8 @@ pub fn run(trace: &Trace, options: &MpOptions) -> MpReport {
         exact,
         batch_max: options.batch_max,
         write_fraction: options.write_fraction,
+        pid_ns: options.pid_ns,
+        slow_write_ms: options.slow_write_ms,
         steps: plan.steps.len(),
         digest: plan.digest(),
         fault_counts: plan.fault_counts(),
@@ -434,6 +455,14 @@ pub fn run(trace: &Trace, options: &MpOptions) -> MpReport {
             FailureKind::Harness,
             None,
             "--workers must be at least 1",
+        ));
+        return report;
+    }
+    if options.slow_write_ms > 0 && !super::faults::failpoints_available() {
+        report.failure = Some(Failure::new(
+            FailureKind::Harness,
+            None,
+            "--slow-writes needs failpoints: build sim with its default feature `faults`",
         ));
         return report;
     }
@@ -496,6 +525,11 @@ impl<'a> Driver<'a> {
         let store_name = format!("sim-{}", options.seed);
         let store = ShmStore::open(store_config(dir.path.clone(), &store_name, capacity))
             .map_err(|e| harness(format!("cannot create the run's store: {e}")))?;
+        let namespaces = options
+            .pid_ns
+            .map(|view| PidNamespaces::create(view, options.workers.max(1)))
+            .transpose()
+            .map_err(harness)?;
         let (tx, rx) = mpsc::channel();
         let now = Instant::now();
         let slots = (0..options.workers.max(1))
@@ -508,6 +542,7 @@ impl<'a> Driver<'a> {
                 outstanding: None,
                 last_progress: now,
                 expect: Expect::Nothing,
+                stopped_at: None,
             })
             .collect();
         Ok(Driver {
@@ -518,6 +553,7 @@ impl<'a> Driver<'a> {
             capacity,
             store,
             slots,
+            namespaces,
             tx,
             rx,
             checker: Checker::new(exact.then_some(capacity as usize)),
@@ -575,6 +611,7 @@ impl<'a> Driver<'a> {
                 name: self.store_name.clone(),
                 capacity: self.capacity,
                 sabotage: self.options.sabotage,
+                slow_write_ms: self.options.slow_write_ms,
             };
             let (program, args) = match &self.options.launcher {
                 Launcher::CurrentExe => (
@@ -589,22 +626,26 @@ impl<'a> Driver<'a> {
                 ),
                 Launcher::Program { path, args } => (path.clone(), args.clone()),
             };
-            let mut child = Process::new(&program)
+            let mut command = Process::new(&program);
+            command
                 .args(&args)
                 .env(WORKER_ENV, config.to_line())
                 .env(WORKER_DIR_ENV, &self.dir.path)
                 .env_remove(FAILPOINT_ENV)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|e| {
-                    Failure::new(
-                        FailureKind::Harness,
-                        Some(self.step),
-                        format!("cannot start worker {}: {e}", program.display()),
-                    )
-                })?;
+                .stderr(Stdio::inherit());
+            let spawned = match self.namespaces.as_mut() {
+                Some(namespaces) => namespaces.spawn(worker, &mut command),
+                None => command.spawn(),
+            };
+            let mut child = spawned.map_err(|e| {
+                Failure::new(
+                    FailureKind::Harness,
+                    Some(self.step),
+                    format!("cannot start worker {}: {e}", program.display()),
+                )
+            })?;
             let stdout = child.stdout.take().expect("piped stdout");
             let stdin = child.stdin.take().expect("piped stdin");
             let (commands, pending) = mpsc::channel::<String>();
@@ -1143,9 +1184,43 @@ impl<'a> Driver<'a> {
                     }
             );
             if expect_stop && os::process_state(proc.pid) == ProcState::Stopped {
+                slot.stopped_at = match slot.expect {
+                    Expect::FailpointStop { index } => Some(index),
+                    _ => None,
+                };
                 slot.stalled_since = Some(now);
                 slot.expect = Expect::Nothing;
                 self.timing.stops_observed += 1;
+                continue;
+            }
+            if !expect_stop
+                && slot.busy()
+                && now.duration_since(slot.last_progress) > UNPLANNED_STOP_CHECK
+                && os::process_state(proc.pid) == ProcState::Stopped
+            {
+                // A stop failpoint hit a second time within one insert: the store ran the
+                // write section's body again after finding corruption under the writer lock,
+                // i.e. another writer changed the data while this one held the lock (nothing
+                // else corrupts the files of a replay). A correctness violation; resume the
+                // worker at once so that the run goes on.
+                let pid = proc.pid;
+                let at = slot.stopped_at;
+                slot.last_progress = now;
+                self.timing.unplanned_stops += 1;
+                if let Err(e) = os::send_signal(pid, Signal::Cont) {
+                    return Err(self.fail(
+                        FailureKind::Harness,
+                        format!("cannot SIGCONT worker {index} after an unplanned stop: {e}"),
+                    ));
+                }
+                self.note_violation(Violation {
+                    kind: ViolationKind::StoreCorrupt,
+                    index: at.unwrap_or(0),
+                    message: format!(
+                        "worker {index} stopped at its stop failpoint a second time in one insert (request {}): the write ran again after finding corruption under the writer lock",
+                        at.map_or_else(|| "unknown".to_owned(), |i| i.to_string())
+                    ),
+                });
                 continue;
             }
             if slot.busy() && now.duration_since(slot.last_progress) > self.options.watchdog {

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use super::driver::MpReport;
+use super::pidns::ProcView;
 use crate::report::thousands;
 
 fn ms(ns: u64) -> String {
@@ -44,6 +45,23 @@ pub fn format_report(report: &MpReport) -> String {
         report.batch_max,
         report.write_fraction * 100.0
     );
+    if report.slow_write_ms > 0 {
+        let _ = writeln!(
+            out,
+            "slow       every forced write holds the writer lock {} ms longer (a live writer descheduled under the lock)",
+            report.slow_write_ms
+        );
+    }
+    if let Some(view) = report.pid_ns {
+        let _ = writeln!(
+            out,
+            "namespaces one PID namespace per worker ({view}: {}), one cache directory",
+            match view {
+                ProcView::Own => "each with its own /proc, like a container",
+                ProcView::Host => "all seeing the driver's /proc",
+            }
+        );
+    }
     let _ = writeln!(
         out,
         "schedule   {} steps, digest {:016x}, {} checkpoints",
@@ -140,8 +158,16 @@ pub fn format_report(report: &MpReport) -> String {
         );
         let _ = writeln!(
             out,
-            "  stalls   {} workers stopped (SIGSTOP) and resumed",
-            t.stops_observed
+            "  stalls   {} workers stopped (SIGSTOP) and resumed{}",
+            t.stops_observed,
+            if t.unplanned_stops > 0 {
+                format!(
+                    "; {} unplanned stops resumed at once (a stop failpoint reached twice in one insert: its write ran again after finding corruption under the lock; a correctness violation)",
+                    t.unplanned_stops
+                )
+            } else {
+                String::new()
+            }
         );
     }
     let _ = writeln!(
