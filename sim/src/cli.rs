@@ -856,7 +856,7 @@ mod tests {
             replay_options(&cli.report, &cli.replay, 1).pid_ns,
             Some(ProcView::Own)
         );
-        assert!(replay_command(&cli.report, &cli.replay, 2, 1).ends_with("--faults --pid-ns"));
+        assert!(replay_command(&cli.report, &cli.replay, 2, 1).ends_with(" --pid-ns"));
         let cli = Cli::try_parse_from(["sim", "--workers", "2", "--pid-ns=host-proc"]).unwrap();
         assert_eq!(cli.replay.pid_ns, Some(ProcView::Host));
         assert!(replay_command(&cli.report, &cli.replay, 2, 1).ends_with("--pid-ns=host-proc"));
