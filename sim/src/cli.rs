@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use crate::gen::{self, GenSpec, Kind};
+use crate::mp::pidns::ProcView;
 use crate::mp::{self, MpOptions};
 use crate::policies::PolicyKind;
 use crate::report::{self, CapacitySpec, Progress, ReportOptions};
@@ -91,7 +92,7 @@ stalled with SIGSTOP and resumed with SIGCONT, and restarted; after every kill t
 must succeed within --recovery-ms (lock takeover and repair). --seeds N runs N seeds and prints \
 the exact command that replays each failing one. --write-fraction makes some requests updates of \
 present keys, so that writers and readers meet on hot keys (with long --batch-max batches this \
-exercises the seqlock's read validation).";
+exercises the seqlock's read validation). --pid-ns runs every worker in a PID namespace of its own (one cache directory shared, as between containers); more lock takeovers than killed workers then mean a live writer's lock was taken over.";
 
 const AFTER_HELP: &str = "\
 Trace formats (--format, otherwise detected from the path and the first bytes; gzip/xz by magic bytes):
@@ -110,13 +111,15 @@ Examples (from a checkout, run `cargo run --release -p sim -- <options>` in plac
   sim --trace corpora/traces/zipf-1.0.txt.gz --workers 4 --faults --seeds 20 --ops 5000
   sim --trace corpora/traces/loop.txt.gz --workers 3 --serial --seed 1 --ops 5000
   sim --trace corpora/traces/zipf-1.0.txt.gz --workers 2 --batch-max 2000 --write-fraction 0.5 --seeds 5
+  sim --trace corpora/traces/zipf-1.0.txt.gz --workers 4 --faults --pid-ns --seeds 5 --ops 6000
 
 Exit codes:
   0  success (every check passed)
   1  the job could not run: unreadable trace, unwritable output, workers could not start
   2  bad arguments
   3  correctness: SIEVE implementations disagree; a replay read a wrong value, failed
-     validation, or (with --serial, no --faults) differed from the reference SIEVE
+     validation, took the writer lock over more often than workers were killed (a live
+     writer's lock taken), or (with --serial, no --faults) differed from the reference SIEVE
   4  crash: a replay worker died without a planned fault, panicked or broke the protocol
   5  liveness: a replay worker made no progress within --watchdog-ms, or no write succeeded
      within --recovery-ms after a crash
@@ -252,6 +255,21 @@ pub struct ReplayArgs {
     /// long (lock takeover, repair; exit code 5 otherwise).
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     pub recovery_ms: u64,
+
+    /// Run every worker in a PID namespace of its own (needs root / CAP_SYS_ADMIN; the run
+    /// fails with exit code 1 where PID namespaces are not permitted): own-proc (the default)
+    /// gives each namespace its own /proc, like containers sharing /dev/shm; host-proc leaves
+    /// the driver's /proc visible (`unshare --pid --fork` without --mount-proc).
+    #[arg(long, value_name = "PROC", num_args = 0..=1, require_equals = true,
+          default_missing_value = "own-proc")]
+    pub pid_ns: Option<ProcView>,
+
+    /// Every forced write of --write-fraction holds the writer lock MS milliseconds longer
+    /// (core failpoint mid_write:sleep=MS): a slow but live writer, as one descheduled while
+    /// holding the lock on a loaded machine. Waiters must wait for it, never take over.
+    #[arg(long, value_name = "MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub slow_writes: u32,
 }
 
 impl ReplayArgs {
@@ -270,6 +288,8 @@ impl ReplayArgs {
             Some("--ops")
         } else if self.serial {
             Some("--serial")
+        } else if self.pid_ns.is_some() {
+            Some("--pid-ns")
         } else {
             None
         }
@@ -419,6 +439,14 @@ pub fn replay_command(report: &ReportArgs, replay: &ReplayArgs, workers: u16, se
     if replay.recovery_ms != 1_000 {
         parts.push(format!("--recovery-ms {}", replay.recovery_ms));
     }
+    if replay.slow_writes > 0 {
+        parts.push(format!("--slow-writes {}", replay.slow_writes));
+    }
+    match replay.pid_ns {
+        Some(ProcView::Own) => parts.push("--pid-ns".into()),
+        Some(view) => parts.push(format!("--pid-ns={view}")),
+        None => {}
+    }
     parts.join(" ")
 }
 
@@ -435,6 +463,8 @@ pub fn replay_options(report: &ReportArgs, replay: &ReplayArgs, seed: u64) -> Mp
     options.write_fraction = replay.write_fraction;
     options.watchdog = Duration::from_millis(replay.watchdog_ms.max(1));
     options.recovery_bound = Duration::from_millis(replay.recovery_ms.max(1));
+    options.pid_ns = replay.pid_ns;
+    options.slow_write_ms = replay.slow_writes;
     options
 }
 
@@ -455,6 +485,11 @@ pub fn run_replay(report_args: &ReportArgs, replay: &ReplayArgs) -> u8 {
         }
     }
     let workers = replay.workers.unwrap_or(4);
+    if replay.pid_ns.is_some() {
+        if let Err(reason) = mp::pidns::available() {
+            return fail(exit::FAILURE, reason);
+        }
+    }
     let Some(count) = replay.seeds else {
         let seed = replay
             .seed
@@ -494,8 +529,12 @@ pub fn run_replay(report_args: &ReportArgs, replay: &ReplayArgs) -> u8 {
             .collect(),
     };
     println!(
-        "seeds: {count} runs of {workers} workers{} ({})",
+        "seeds: {count} runs of {workers} workers{}{} ({})",
         if replay.faults { " with faults" } else { "" },
+        match replay.pid_ns {
+            Some(view) => format!(", one PID namespace each ({view})"),
+            None => String::new(),
+        },
         match replay.seed {
             Some(base) => format!(
                 "seeds {base} to {}",
@@ -512,6 +551,7 @@ pub fn run_replay(report_args: &ReportArgs, replay: &ReplayArgs) -> u8 {
     let mut failed = 0usize;
     let mut walls = Vec::new();
     let (mut faults, mut recoveries, mut wrong, mut max_recovery_ns) = (0usize, 0usize, 0u64, 0u64);
+    let mut takeovers = 0u64;
     for &seed in &seeds {
         let report = mp::run(&trace, &replay_options(report_args, replay, seed));
         println!("{}", mp::summary_line(&report));
@@ -519,6 +559,7 @@ pub fn run_replay(report_args: &ReportArgs, replay: &ReplayArgs) -> u8 {
         faults += report.faults_injected();
         recoveries += report.timing.recoveries.len();
         wrong += report.wrong_values;
+        takeovers += report.timing.takeovers;
         max_recovery_ns = report
             .timing
             .recoveries
@@ -537,7 +578,7 @@ pub fn run_replay(report_args: &ReportArgs, replay: &ReplayArgs) -> u8 {
     }
     walls.sort_by(f64::total_cmp);
     println!(
-        "seeds: {} run, {failed} failed; faults injected {faults}, recoveries {recoveries} (max {:.1} ms), wrong values {wrong}; time per seed median {:.2} s, max {:.2} s",
+        "seeds: {} run, {failed} failed; faults injected {faults}, recoveries {recoveries} (max {:.1} ms), wrong values {wrong}, lock takeovers {takeovers}; time per seed median {:.2} s, max {:.2} s",
         seeds.len(),
         max_recovery_ns as f64 / 1e6,
         walls.get(walls.len() / 2).copied().unwrap_or(0.0),
@@ -808,6 +849,18 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }
+        let cli = Cli::try_parse_from(["sim", "--workers", "2", "--pid-ns", "--faults"]).unwrap();
+        assert_eq!(cli.replay.pid_ns, Some(ProcView::Own));
+        assert!(cli.replay.faults);
+        assert_eq!(
+            replay_options(&cli.report, &cli.replay, 1).pid_ns,
+            Some(ProcView::Own)
+        );
+        assert!(replay_command(&cli.report, &cli.replay, 2, 1).ends_with(" --pid-ns"));
+        let cli = Cli::try_parse_from(["sim", "--workers", "2", "--pid-ns=host-proc"]).unwrap();
+        assert_eq!(cli.replay.pid_ns, Some(ProcView::Host));
+        assert!(replay_command(&cli.report, &cli.replay, 2, 1).ends_with("--pid-ns=host-proc"));
+        assert!(Cli::try_parse_from(["sim", "--workers", "2", "--pid-ns=yes"]).is_err());
         let stray = Cli::try_parse_from(["sim", "--faults"]).unwrap();
         assert!(!stray.replay.selected());
         assert_eq!(stray.replay.stray_flag(), Some("--faults"));

@@ -5,7 +5,7 @@
 //! `sim` command line ([`cli`]).
 //!
 //! `unsafe` is denied crate-wide and forbidden in every module except `mp::os` (SIGSTOP /
-//! SIGCONT to workers through `libc::kill`).
+//! SIGCONT to workers through `libc::kill`; the PID-namespace primitives of `--pid-ns`).
 #![deny(unsafe_code)]
 
 #[forbid(unsafe_code)]

@@ -96,3 +96,43 @@ def wait_for_file(path: Path, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} never appeared")
         time.sleep(0.005)
+
+
+def lock_file_word_offset(field: str) -> int:
+    """Byte offset of ``field`` in a shared cache's lock file.
+
+    The lock file is ``struct LockFile`` of ``core/src/shm/layout.rs`` (``repr(C)``, made only
+    of ``AtomicU64`` words and ``[AtomicU64; N]`` pads). The offset is computed from that
+    struct's definition in this checkout, not hard-coded, so a change of the layout cannot
+    make a test read the wrong word: the test fails here instead if the field is gone.
+    (The takeover counter is ``LockFile::takeovers``; no public API reports it.)
+    """
+    import re
+
+    layout = Path(__file__).resolve().parents[2] / "core" / "src" / "shm" / "layout.rs"
+    source = layout.read_text()
+    body = re.search(r"pub struct LockFile \{(.*?)\n\}", source, re.S)
+    if body is None:
+        raise AssertionError(f"no `pub struct LockFile` in {layout}")
+    words = 0
+    for line in body.group(1).splitlines():
+        line = line.split("//", 1)[0].strip()
+        if not line or line.startswith("#["):
+            continue
+        m = re.fullmatch(r"pub (\w+): (?:AtomicU64|\[AtomicU64; (\d+)\]),", line)
+        if m is None:
+            raise AssertionError(f"LockFile field not made of AtomicU64 words: {line!r} ({layout})")
+        if m.group(1) == field:
+            return words * 8
+        words += int(m.group(2) or 1)
+    raise AssertionError(f"LockFile has no field {field!r} ({layout})")
+
+
+def lock_file_takeovers(lock_path: Path) -> int:
+    """``LockFile::takeovers`` of a cache's lock file: how often a waiter took the writer lock
+    over from an owner it judged dead."""
+    offset = lock_file_word_offset("takeovers")
+    data = lock_path.read_bytes()
+    if len(data) < offset + 8:
+        raise AssertionError(f"{lock_path} is {len(data)} bytes, too short for LockFile")
+    return int.from_bytes(data[offset : offset + 8], sys.byteorder)

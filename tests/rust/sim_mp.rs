@@ -2,7 +2,9 @@
 //! one real shared-memory store, with faults, over fixed seeds; determinism of the schedule
 //! and report; the exact comparison with the reference SIEVE on a serial schedule; and proof
 //! that each failure class is detected (a wrong value, a hang, a crash), so the harness can
-//! fail.
+//! fail; and the PID-namespace mode (`--pid-ns`: its machinery, and that workers of different
+//! namespaces never take a live writer's lock; the latter fails until core's owner check is
+//! namespace-safe).
 //!
 //! This test has its own `main` (`harness = false`): the replay starts its workers by running
 //! this same binary again with `WARP_SIM_WORKER` set, and `main` turns such a process into a
@@ -14,6 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use sim::mp::checker::{Checker, ViolationKind};
+use sim::mp::pidns::ProcView;
 use sim::mp::protocol::{InsertCode, RequestResult, Sabotage};
 use sim::mp::value::{self, ValueId};
 use sim::mp::{self, FailureKind, MpOptions, MpReport};
@@ -252,6 +255,117 @@ fn a_panicking_worker_is_a_crash() {
     assert_eq!(distinct.len(), codes.len(), "exit codes must differ");
 }
 
+/// Whether `--pid-ns` can run here; prints why not.
+fn pid_ns_available() -> bool {
+    match mp::pidns::available() {
+        Ok(()) => true,
+        Err(reason) => {
+            println!("    skipped: {reason}");
+            false
+        }
+    }
+}
+
+/// `--pid-ns` machinery, which must work on any core: a single worker in a PID namespace of
+/// its own (own /proc, then the host's) is killed and stopped at failpoints and by signals
+/// from the driver, resumed, restarted inside its namespace, and every kill is recovered.
+/// (One worker: no writer of another namespace to misjudge.)
+fn pid_ns_faults_reach_workers_in_their_namespaces() {
+    if !pid_ns_available() {
+        return;
+    }
+    let trace = zipf_trace();
+    for view in [ProcView::Own, ProcView::Host] {
+        let mut options = options(2, 1, 2_500);
+        options.faults = true;
+        options.pid_ns = Some(view);
+        let report = mp::run(&trace, &options);
+        expect_pass(&report);
+        assert_eq!(report.pid_ns, Some(view));
+        let t = &report.timing;
+        assert!(
+            t.kills_observed >= 3 && t.stops_observed >= 3,
+            "{view}: kills {}, stops {}",
+            t.kills_observed,
+            t.stops_observed
+        );
+        assert_eq!(t.recoveries.len() as u64, t.kills_observed, "{view}");
+        assert!(
+            mp::format_report(&report).contains("one PID namespace per worker"),
+            "{view}"
+        );
+    }
+}
+
+/// Workers in different PID namespaces sharing one cache (containers sharing /dev/shm): a
+/// writer that is stopped (SIGSTOP at a failpoint inside the writer lock) or merely slow
+/// (`slow_write_ms`, no fault at all) is alive, so no other worker may take its lock over:
+/// no more takeovers than killed workers, no wrong value, a valid store.
+///
+/// FAILS on the current core (its owner check, `kill(pid, 0)` and the start time in the
+/// waiter's namespace, judges such writers dead): expected to pass once the namespace-safe
+/// liveness check lands. Seeds 1 and 7 are in corpora/sim-seeds/pid-ns.txt.
+fn pid_ns_workers_never_take_a_live_writers_lock() {
+    if !pid_ns_available() {
+        return;
+    }
+    let trace = zipf_trace();
+    let mut runs = Vec::new();
+    for seed in [1, 7] {
+        let mut options = options(seed, 4, 6_000);
+        options.faults = true;
+        options.write_fraction = 0.1;
+        options.pid_ns = Some(ProcView::Own);
+        runs.push(options);
+    }
+    let mut slow = options(3, 4, 5_000);
+    slow.write_fraction = 0.1;
+    slow.slow_write_ms = 3;
+    slow.pid_ns = Some(ProcView::Own);
+    runs.push(slow);
+    let mut failures = Vec::new();
+    for options in &runs {
+        let report = mp::run(&trace, options);
+        let t = &report.timing;
+        println!(
+            "    seed {} (faults {}, slow writes {} ms): {}; takeovers {} for {} killed workers, wrong values {}, validation failures {}",
+            report.seed,
+            report.faults,
+            options.slow_write_ms,
+            report.failure.as_ref().map_or("PASS".to_owned(), |f| format!("FAIL ({})", f.kind.name())),
+            t.takeovers,
+            t.kills_observed,
+            report.wrong_values,
+            report.validation_failures
+        );
+        // The run must have exercised what it is about.
+        if options.faults {
+            assert!(
+                t.stops_observed > 0,
+                "seed {}: no worker was stopped",
+                report.seed
+            );
+        } else {
+            assert!(
+                t.stats.updated > 0,
+                "seed {}: no slow update ran",
+                report.seed
+            );
+            assert_eq!(t.kills_observed, 0);
+        }
+        if !report.passed() || report.excess_takeovers() > 0 || report.wrong_values > 0 {
+            failures.push(mp::format_report(&report));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} PID-namespace runs failed:\n{}",
+        failures.len(),
+        runs.len(),
+        failures.join("\n")
+    );
+}
+
 type TestFn = fn();
 
 const TESTS: &[(&str, TestFn)] = &[
@@ -273,6 +387,14 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "a_panicking_worker_is_a_crash",
         a_panicking_worker_is_a_crash,
+    ),
+    (
+        "pid_ns_faults_reach_workers_in_their_namespaces",
+        pid_ns_faults_reach_workers_in_their_namespaces,
+    ),
+    (
+        "pid_ns_workers_never_take_a_live_writers_lock",
+        pid_ns_workers_never_take_a_live_writers_lock,
     ),
 ];
 

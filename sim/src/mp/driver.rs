@@ -12,7 +12,6 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -29,12 +28,13 @@ use warp_cache_core::shm::ShmStore;
 use super::checker::{CheckStats, Checker, Violation, ViolationKind};
 use super::faults::FaultKind;
 use super::os::{self, ProcState, Signal};
+use super::pidns::{PidNamespaces, ProcView};
 use super::protocol::{
     Command, Mode, Reply, RequestResult, Sabotage, WorkerConfig, WORKER_DIR_ENV, WORKER_ENV,
 };
 use super::scheduler::{self, Plan, PlanSpec, Step};
 use super::worker::store_config;
-use crate::report::{thousands, CapacitySpec};
+use crate::report::CapacitySpec;
 use crate::trace::{count_unique, Trace};
 
 /// Default watchdog: a busy worker silent for this long is a liveness failure.
@@ -45,6 +45,8 @@ pub const RECOVERY_BOUND_DEFAULT: Duration = Duration::from_secs(1);
 const STALL_MIN: Duration = Duration::from_millis(20);
 /// Event poll interval (stop detection, watchdog).
 const TICK: Duration = Duration::from_millis(5);
+/// A busy worker silent this long is checked for an unplanned stop.
+const UNPLANNED_STOP_CHECK: Duration = Duration::from_millis(50);
 /// Correctness violations kept for the report (all are counted).
 const VIOLATIONS_KEPT: usize = 10;
 
@@ -79,6 +81,11 @@ pub struct MpOptions {
     pub base_dir: Option<PathBuf>,
     /// Test hook: a deliberate bug in every worker (proves the checks can fail).
     pub sabotage: Option<Sabotage>,
+    /// Every worker in a PID namespace of its own (`--pid-ns`, see [`super::pidns`]).
+    pub pid_ns: Option<ProcView>,
+    /// Updates (`write_fraction`) hold the writer lock this many ms longer (`--slow-writes`;
+    /// a live writer descheduled under the lock); 0 = off.
+    pub slow_write_ms: u32,
 }
 
 impl MpOptions {
@@ -97,6 +104,8 @@ impl MpOptions {
             launcher: Launcher::CurrentExe,
             base_dir: None,
             sabotage: None,
+            pid_ns: None,
+            slow_write_ms: 0,
         }
     }
 }
@@ -165,6 +174,9 @@ pub struct Timing {
     pub stats: CheckStats,
     pub recoveries: Vec<Recovery>,
     pub stops_observed: u64,
+    /// Workers found stopped without a planned stop (a stop failpoint reached twice in one
+    /// insert), resumed at once.
+    pub unplanned_stops: u64,
     pub kills_observed: u64,
     pub takeovers: u64,
     pub resets: u64,
@@ -191,6 +203,8 @@ pub struct MpReport {
     pub exact: bool,
     pub batch_max: usize,
     pub write_fraction: f64,
+    pub pid_ns: Option<ProcView>,
+    pub slow_write_ms: u32,
     pub steps: usize,
     pub digest: u64,
     pub fault_counts: Vec<(FaultKind, usize)>,
@@ -216,6 +230,30 @@ impl MpReport {
     pub fn faults_injected(&self) -> usize {
         self.fault_counts.iter().map(|(_, n)| n).sum()
     }
+
+    /// Lock takeovers beyond the workers killed (INV-8 allows a takeover only from a dead
+    /// owner, and the exact compare-exchange lets each dead owner's word be taken over at most
+    /// once): every one of these took the lock from a live writer.
+    pub fn excess_takeovers(&self) -> u64 {
+        self.timing
+            .takeovers
+            .saturating_sub(self.timing.kills_observed)
+    }
+}
+
+/// The correctness failure of a run whose lock was taken over from a live writer.
+fn takeover_failure(report: &MpReport) -> Option<Failure> {
+    let excess = report.excess_takeovers();
+    (excess > 0).then(|| {
+        Failure::new(
+            FailureKind::Correctness,
+            None,
+            format!(
+                "{} writer-lock takeovers but only {} workers were killed: {excess} times a live writer's lock was taken over (two writers at once)",
+                report.timing.takeovers, report.timing.kills_observed
+            ),
+        )
+    })
 }
 
 /// A per-run directory, removed (with the store files) on drop.
@@ -305,6 +343,8 @@ struct Slot {
     outstanding: Option<Outstanding>,
     last_progress: Instant,
     expect: Expect,
+    /// The request of the last stop at a failpoint (for an unplanned second stop).
+    stopped_at: Option<u64>,
 }
 
 impl Slot {
@@ -337,6 +377,8 @@ struct Driver<'a> {
     capacity: u32,
     store: ShmStore,
     slots: Vec<Slot>,
+    /// `--pid-ns`: the workers' namespaces (dropped after the workers, see `Drop`).
+    namespaces: Option<PidNamespaces>,
     tx: Sender<Event>,
     rx: Receiver<Event>,
     checker: Checker,
@@ -391,6 +433,8 @@ pub fn run(trace: &Trace, options: &MpOptions) -> MpReport {
         exact,
         batch_max: options.batch_max,
         write_fraction: options.write_fraction,
+        pid_ns: options.pid_ns,
+        slow_write_ms: options.slow_write_ms,
         steps: plan.steps.len(),
         digest: plan.digest(),
         fault_counts: plan.fault_counts(),
@@ -411,6 +455,14 @@ pub fn run(trace: &Trace, options: &MpOptions) -> MpReport {
             FailureKind::Harness,
             None,
             "--workers must be at least 1",
+        ));
+        return report;
+    }
+    if options.slow_write_ms > 0 && !super::faults::failpoints_available() {
+        report.failure = Some(Failure::new(
+            FailureKind::Harness,
+            None,
+            "--slow-writes needs failpoints: build sim with its default feature `faults`",
         ));
         return report;
     }
@@ -442,6 +494,9 @@ pub fn run(trace: &Trace, options: &MpOptions) -> MpReport {
     };
     drop(driver);
     report.timing.wall = started.elapsed();
+    if report.failure.is_none() {
+        report.failure = takeover_failure(&report);
+    }
     report
 }
 
@@ -470,6 +525,11 @@ impl<'a> Driver<'a> {
         let store_name = format!("sim-{}", options.seed);
         let store = ShmStore::open(store_config(dir.path.clone(), &store_name, capacity))
             .map_err(|e| harness(format!("cannot create the run's store: {e}")))?;
+        let namespaces = options
+            .pid_ns
+            .map(|view| PidNamespaces::create(view, options.workers.max(1)))
+            .transpose()
+            .map_err(harness)?;
         let (tx, rx) = mpsc::channel();
         let now = Instant::now();
         let slots = (0..options.workers.max(1))
@@ -482,6 +542,7 @@ impl<'a> Driver<'a> {
                 outstanding: None,
                 last_progress: now,
                 expect: Expect::Nothing,
+                stopped_at: None,
             })
             .collect();
         Ok(Driver {
@@ -492,6 +553,7 @@ impl<'a> Driver<'a> {
             capacity,
             store,
             slots,
+            namespaces,
             tx,
             rx,
             checker: Checker::new(exact.then_some(capacity as usize)),
@@ -549,6 +611,7 @@ impl<'a> Driver<'a> {
                 name: self.store_name.clone(),
                 capacity: self.capacity,
                 sabotage: self.options.sabotage,
+                slow_write_ms: self.options.slow_write_ms,
             };
             let (program, args) = match &self.options.launcher {
                 Launcher::CurrentExe => (
@@ -563,22 +626,26 @@ impl<'a> Driver<'a> {
                 ),
                 Launcher::Program { path, args } => (path.clone(), args.clone()),
             };
-            let mut child = Process::new(&program)
+            let mut command = Process::new(&program);
+            command
                 .args(&args)
                 .env(WORKER_ENV, config.to_line())
                 .env(WORKER_DIR_ENV, &self.dir.path)
                 .env_remove(FAILPOINT_ENV)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|e| {
-                    Failure::new(
-                        FailureKind::Harness,
-                        Some(self.step),
-                        format!("cannot start worker {}: {e}", program.display()),
-                    )
-                })?;
+                .stderr(Stdio::inherit());
+            let spawned = match self.namespaces.as_mut() {
+                Some(namespaces) => namespaces.spawn(worker, &mut command),
+                None => command.spawn(),
+            };
+            let mut child = spawned.map_err(|e| {
+                Failure::new(
+                    FailureKind::Harness,
+                    Some(self.step),
+                    format!("cannot start worker {}: {e}", program.display()),
+                )
+            })?;
             let stdout = child.stdout.take().expect("piped stdout");
             let stdin = child.stdin.take().expect("piped stdin");
             let (commands, pending) = mpsc::channel::<String>();
@@ -1117,9 +1184,43 @@ impl<'a> Driver<'a> {
                     }
             );
             if expect_stop && os::process_state(proc.pid) == ProcState::Stopped {
+                slot.stopped_at = match slot.expect {
+                    Expect::FailpointStop { index } => Some(index),
+                    _ => None,
+                };
                 slot.stalled_since = Some(now);
                 slot.expect = Expect::Nothing;
                 self.timing.stops_observed += 1;
+                continue;
+            }
+            if !expect_stop
+                && slot.busy()
+                && now.duration_since(slot.last_progress) > UNPLANNED_STOP_CHECK
+                && os::process_state(proc.pid) == ProcState::Stopped
+            {
+                // A stop failpoint hit a second time within one insert: the store ran the
+                // write section's body again after finding corruption under the writer lock,
+                // i.e. another writer changed the data while this one held the lock (nothing
+                // else corrupts the files of a replay). A correctness violation; resume the
+                // worker at once so that the run goes on.
+                let pid = proc.pid;
+                let at = slot.stopped_at;
+                slot.last_progress = now;
+                self.timing.unplanned_stops += 1;
+                if let Err(e) = os::send_signal(pid, Signal::Cont) {
+                    return Err(self.fail(
+                        FailureKind::Harness,
+                        format!("cannot SIGCONT worker {index} after an unplanned stop: {e}"),
+                    ));
+                }
+                self.note_violation(Violation {
+                    kind: ViolationKind::StoreCorrupt,
+                    index: at.unwrap_or(0),
+                    message: format!(
+                        "worker {index} stopped at its stop failpoint a second time in one insert (request {}): the write ran again after finding corruption under the writer lock",
+                        at.map_or_else(|| "unknown".to_owned(), |i| i.to_string())
+                    ),
+                });
                 continue;
             }
             if slot.busy() && now.duration_since(slot.last_progress) > self.options.watchdog {
@@ -1169,180 +1270,4 @@ impl Drop for Driver<'_> {
             }
         }
     }
-}
-
-// -------------------------------------------------------------------------------------------
-// Reports
-
-fn ms(ns: u64) -> String {
-    format!("{:.1} ms", ns as f64 / 1e6)
-}
-
-/// The line that separates the deterministic report from the timing-dependent figures.
-pub const TIMING_HEADER: &str = "timing-dependent (differs between runs of the same seed):";
-
-/// The full report: `seed=N`, the deterministic part, then [`TIMING_HEADER`] and the figures
-/// that depend on timing.
-pub fn format_report(report: &MpReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "seed={}", report.seed);
-    let _ = writeln!(
-        out,
-        "replay     {} ({}): {} of {} requests, {} unique keys",
-        report.trace_name,
-        report.trace_format,
-        thousands(report.ops),
-        thousands(report.trace_requests),
-        thousands(report.unique_keys)
-    );
-    let _ = writeln!(
-        out,
-        "setup      {} workers, capacity {} ({}), faults {}, {} schedule, batches of 1..{}, forced writes {}%",
-        report.workers,
-        thousands(report.capacity as usize),
-        report.capacity_requested,
-        if report.faults { "on" } else { "off" },
-        if report.serial {
-            "serial"
-        } else {
-            "concurrent"
-        },
-        report.batch_max,
-        report.write_fraction * 100.0
-    );
-    let _ = writeln!(
-        out,
-        "schedule   {} steps, digest {:016x}, {} checkpoints",
-        thousands(report.steps),
-        report.digest,
-        report.checkpoints
-    );
-    if report.faults {
-        let kinds: Vec<String> = report
-            .fault_counts
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "faults     {} injected: {}; {} restarts, {} requests dropped by failpoint kills",
-            report.faults_injected(),
-            if kinds.is_empty() {
-                "none".to_owned()
-            } else {
-                kinds.join(" ")
-            },
-            report.restarts,
-            report.dropped_planned
-        );
-    }
-    let _ = writeln!(
-        out,
-        "checks     wrong values {}, validation failures {}, {}",
-        report.wrong_values,
-        report.validation_failures,
-        if report.exact {
-            format!("reference SIEVE mismatches {}", report.model_mismatches)
-        } else {
-            "reference SIEVE comparison off (only with --serial and no --faults)".to_owned()
-        }
-    );
-    match &report.failure {
-        None => {
-            let _ = writeln!(out, "result     PASS");
-        }
-        Some(failure) => {
-            let at = failure
-                .step
-                .map(|s| format!(" at step {s}"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "result     FAIL ({}){at}: {}",
-                failure.kind.name(),
-                failure.message
-            );
-            for violation in report.violations.iter().skip(1) {
-                let _ = writeln!(out, "           also: {violation}");
-            }
-        }
-    }
-    let t = &report.timing;
-    let s = &t.stats;
-    let _ = writeln!(out, "{TIMING_HEADER}");
-    let _ = writeln!(
-        out,
-        "  results  {} checked: {} hits (values verified), {} misses; inserts {} ({} evicting), updates {}, lock-busy skips {}; {} lost with killed workers",
-        thousands(s.results as usize),
-        thousands(s.hits as usize),
-        thousands(s.misses as usize),
-        thousands((s.inserted + s.inserted_evicting) as usize),
-        thousands(s.inserted_evicting as usize),
-        thousands(s.updated as usize),
-        thousands(s.skipped_busy as usize),
-        s.lost
-    );
-    if report.faults || !t.recoveries.is_empty() {
-        let mut recovery: Vec<u64> = t.recoveries.iter().map(|r| r.recovery_ns).collect();
-        recovery.sort_unstable();
-        let max = recovery.last().copied().unwrap_or(0);
-        let median = recovery.get(recovery.len() / 2).copied().unwrap_or(0);
-        let max_since_crash = t
-            .recoveries
-            .iter()
-            .map(|r| r.since_crash_ns)
-            .max()
-            .unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "  recovery {} of {} kills recovered: the first write after each crash completed within {} (median {}, bound {} ms; {} counting the harness's restarts); lock takeovers {}, table resets {}",
-            t.recoveries.len(),
-            t.kills_observed,
-            ms(max),
-            ms(median),
-            report.recovery_bound.as_millis(),
-            ms(max_since_crash),
-            t.takeovers,
-            t.resets
-        );
-        let _ = writeln!(
-            out,
-            "  stalls   {} workers stopped (SIGSTOP) and resumed",
-            t.stops_observed
-        );
-    }
-    let _ = writeln!(
-        out,
-        "  latency  slowest request {} (counting any time its worker was stopped); {} validations",
-        ms(t.max_op_ns),
-        t.validations
-    );
-    let _ = writeln!(out, "  wall     {:.2} s", t.wall.as_secs_f64());
-    out
-}
-
-/// One line for `--seeds` mode.
-pub fn summary_line(report: &MpReport) -> String {
-    let verdict = match &report.failure {
-        None => "PASS".to_owned(),
-        Some(f) => format!("FAIL ({})", f.kind.name()),
-    };
-    let max_recovery = report
-        .timing
-        .recoveries
-        .iter()
-        .map(|r| r.recovery_ns)
-        .max()
-        .unwrap_or(0);
-    format!(
-        "seed={} {verdict}: {} steps, {} faults, {} recoveries (max {}), wrong values {}, {:.2} s",
-        report.seed,
-        report.steps,
-        report.faults_injected(),
-        report.timing.recoveries.len(),
-        ms(max_recovery),
-        report.wrong_values,
-        report.timing.wall.as_secs_f64()
-    )
 }

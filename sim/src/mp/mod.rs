@@ -8,13 +8,15 @@
 //! | module      | what                                                                 |
 //! |-------------|----------------------------------------------------------------------|
 //! | `scheduler` | the deterministic plan: steps, batches, faults, probes, checkpoints  |
-//! | `driver`    | the parent: processes, dispatch, barriers, faults, watchdog, reports |
+//! | `driver`    | the parent: processes, dispatch, barriers, faults, watchdog          |
+//! | `report_text` | the report of a run and the one-line summary of `--seeds`          |
 //! | `worker`    | the worker process: executes requests against the real store         |
 //! | `checker`   | decides whether each result is one the store may give                |
 //! | `faults`    | the fault kinds and their failpoints                                 |
 //! | `protocol`  | the parent <-> worker line protocol                                  |
 //! | `value`     | self-checking values (key, writer, request, checksum)                |
-//! | `os`        | SIGSTOP/SIGCONT and /proc process state (the crate's only `unsafe`)  |
+//! | `pidns`     | `--pid-ns`: every worker in a PID namespace of its own                |
+//! | `os`        | SIGSTOP/SIGCONT, /proc process state, namespace primitives (the crate's only `unsafe`) |
 //!
 //! Workers are this executable started again with `WARP_SIM_WORKER` set: any binary that
 //! launches runs must call [`worker::run_if_requested`] first thing in `main` (`sim` does in
@@ -25,12 +27,12 @@ pub mod driver;
 pub mod faults;
 #[allow(unsafe_code)]
 pub mod os;
+pub mod pidns;
 pub mod protocol;
+pub mod report_text;
 pub mod scheduler;
 pub mod value;
 pub mod worker;
 
-pub use driver::{
-    format_report, run, summary_line, Failure, FailureKind, Launcher, MpOptions, MpReport,
-    TIMING_HEADER,
-};
+pub use driver::{run, Failure, FailureKind, Launcher, MpOptions, MpReport};
+pub use report_text::{format_report, summary_line, TIMING_HEADER};

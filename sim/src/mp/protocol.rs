@@ -265,6 +265,9 @@ pub struct WorkerConfig {
     pub name: String,
     pub capacity: u32,
     pub sabotage: Option<Sabotage>,
+    /// `--slow-writes`: every update (`u` request) holds the writer lock this much longer
+    /// (core failpoint `mid_write:sleep=MS`); 0 = off.
+    pub slow_write_ms: u32,
 }
 
 impl WorkerConfig {
@@ -276,8 +279,8 @@ impl WorkerConfig {
             Some(Sabotage::Panic { index }) => format!("panic:{index}"),
         };
         format!(
-            "v1 worker={} incarnation={} capacity={} name={} sabotage={sabotage}",
-            self.worker, self.incarnation, self.capacity, self.name
+            "v1 worker={} incarnation={} capacity={} name={} sabotage={sabotage} slow_write_ms={}",
+            self.worker, self.incarnation, self.capacity, self.name, self.slow_write_ms
         )
     }
 
@@ -293,6 +296,7 @@ impl WorkerConfig {
             name: String::new(),
             capacity: 0,
             sabotage: None,
+            slow_write_ms: 0,
         };
         for part in parts {
             let (field, value) = part.split_once('=').ok_or_else(|| bad(part))?;
@@ -301,6 +305,7 @@ impl WorkerConfig {
                 "incarnation" => config.incarnation = value.parse().map_err(|_| bad(field))?,
                 "capacity" => config.capacity = value.parse().map_err(|_| bad(field))?,
                 "name" => config.name = value.to_owned(),
+                "slow_write_ms" => config.slow_write_ms = value.parse().map_err(|_| bad(field))?,
                 "sabotage" => {
                     config.sabotage = match value.split_once(':') {
                         None if value == "none" => None,
@@ -405,6 +410,7 @@ mod tests {
                 name: "sim-7".into(),
                 capacity: 100,
                 sabotage,
+                slow_write_ms: 3,
             };
             assert_eq!(WorkerConfig::parse(&config.to_line()), Ok(config));
         }

@@ -148,8 +148,14 @@ pub fn execute(
         .map_err(|e| format!("get of key {key} failed: {e}"))?;
     let value = hit.then(|| scratch.clone());
     // (write even on a hit, retry a busy lock, failpoint)
+    let slow;
     let (write_always, retry, failpoint_spec) = match mode {
         Mode::ReadThrough => (false, false, None),
+        Mode::Update if config.slow_write_ms > 0 => {
+            // A slow but live writer (as if descheduled while holding the lock).
+            slow = format!("mid_write:sleep={}", config.slow_write_ms);
+            (true, false, Some(slow.as_str()))
+        }
         Mode::Update => (true, false, None),
         Mode::Forced(spec) => (true, true, spec.as_deref()),
     };
@@ -203,6 +209,7 @@ mod tests {
             name: "unit".into(),
             capacity: 4,
             sabotage: None,
+            slow_write_ms: 0,
         }
     }
 
