@@ -8,7 +8,9 @@
 //! | module      | what                                                                 |
 //! |-------------|----------------------------------------------------------------------|
 //! | `scheduler` | the deterministic plan: steps, batches, faults, probes, checkpoints  |
+//! | `options`   | the options of a run and how workers are started                     |
 //! | `driver`    | the parent: processes, dispatch, barriers, faults, watchdog          |
+//! | `outcome`   | what a run produced: the report's figures, failures, timing          |
 //! | `report_text` | the report of a run and the one-line summary of `--seeds`          |
 //! | `worker`    | the worker process: executes requests against the real store         |
 //! | `checker`   | decides whether each result is one the store may give                |
@@ -25,8 +27,10 @@
 pub mod checker;
 pub mod driver;
 pub mod faults;
+pub mod options;
 #[allow(unsafe_code)]
 pub mod os;
+pub mod outcome;
 pub mod pidns;
 pub mod protocol;
 pub mod report_text;
@@ -34,5 +38,7 @@ pub mod scheduler;
 pub mod value;
 pub mod worker;
 
-pub use driver::{run, Failure, FailureKind, Launcher, MpOptions, MpReport};
+pub use driver::run;
+pub use options::{Launcher, MpOptions};
+pub use outcome::{Failure, FailureKind, MpReport};
 pub use report_text::{format_report, summary_line, TIMING_HEADER};

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::driver::MpReport;
+use super::outcome::MpReport;
 use super::pidns::ProcView;
 use crate::report::thousands;
 
