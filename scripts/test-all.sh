@@ -11,8 +11,6 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 venv="${WARP_VENV:-$root/.venv}"
-python="${PYTHON:-python3.11}"
-command -v "$python" >/dev/null 2>&1 || python=python3
 fuzz_seconds="${WARP_FUZZ_SECONDS:-60}"
 start_s=$(date +%s)
 
@@ -21,12 +19,9 @@ step() { printf '\n==== [%4ss] %s\n' "$(( $(date +%s) - start_s ))" "$*"; }
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# Created from $PYTHON (default python3.11, else python3); see scripts/venv.sh.
 step "python venv and test dependencies ($venv)"
-if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -r "$root/tests/python/requirements.txt"
+WARP_VENV="$venv" bash scripts/venv.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
