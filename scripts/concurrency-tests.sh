@@ -3,7 +3,9 @@
 # production code with the core's locks and atomics swapped for shuttle's) and the loom model
 # check of the production seqlock's memory ordering.
 #
-#   scripts/concurrency-tests.sh
+#   scripts/concurrency-tests.sh           # both, shuttle then loom
+#   scripts/concurrency-tests.sh shuttle   # only the shuttle tests (`make shuttle`)
+#   scripts/concurrency-tests.sh loom      # only the loom model (`make loom`)
 #
 # Environment knobs:
 #   SHUTTLE_ITERATIONS  schedules per shuttle test (default: each test's own, 5k-20k)
@@ -18,22 +20,31 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+part="${1:-all}"
+case "$part" in
+  all|shuttle|loom) ;;
+  *) echo "concurrency-tests: unknown part '$part' (shuttle, loom or nothing for both)" >&2; exit 2 ;;
+esac
 base="${CARGO_TARGET_DIR:-$root/target}"
 # Release speed, quick builds: the workspace release profile's fat LTO only slows these down.
 export CARGO_PROFILE_RELEASE_LTO=false
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 start_s=$(date +%s)
 
-echo "==== shuttle (tests/rust/shuttle_mem.rs, tests/rust/shuttle_seqlock.rs)"
-t0=$(date +%s)
-CARGO_TARGET_DIR="$base/shuttle" cargo test -p warp-cache-tests --features shuttle --release \
-  --test shuttle_mem --test shuttle_seqlock -- --nocapture --test-threads=1
-echo "shuttle: $(( $(date +%s) - t0 ))s including the build"
+if [ "$part" != loom ]; then
+  echo "==== shuttle (tests/rust/shuttle_mem.rs, tests/rust/shuttle_seqlock.rs)"
+  t0=$(date +%s)
+  CARGO_TARGET_DIR="$base/shuttle" cargo test -p warp-cache-tests --features shuttle --release \
+    --test shuttle_mem --test shuttle_seqlock -- --nocapture --test-threads=1
+  echo "shuttle: $(( $(date +%s) - t0 ))s including the build"
+fi
 
-echo "==== loom (tests/rust/loom_seqlock.rs)"
-t0=$(date +%s)
-CARGO_TARGET_DIR="$base/loom" RUSTFLAGS="--cfg loom" \
-  cargo test -p warp-cache-tests --release --test loom_seqlock
-echo "loom: $(( $(date +%s) - t0 ))s including the build"
+if [ "$part" != shuttle ]; then
+  echo "==== loom (tests/rust/loom_seqlock.rs)"
+  t0=$(date +%s)
+  CARGO_TARGET_DIR="$base/loom" RUSTFLAGS="--cfg loom" \
+    cargo test -p warp-cache-tests --release --test loom_seqlock
+  echo "loom: $(( $(date +%s) - t0 ))s including the build"
+fi
 
 echo "concurrency-tests: done in $(( $(date +%s) - start_s ))s"
