@@ -28,15 +28,16 @@ import numbers
 import operator
 import os
 import warnings
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from . import _async
+
 # MEMORY_MAX_SIZE_LIMIT (largest memory-backend max_size), CacheInfo and CachedFunction are
 # re-exported.
 from ._warp_cache import (
-    MEMORY_MAX_SIZE_LIMIT,
-    CacheInfo,
+    MEMORY_MAX_SIZE_LIMIT as MEMORY_MAX_SIZE_LIMIT,
     CachedFunction,
+    CacheInfo,
     _after_fork_in_child,
     _make_memory,
     _make_shared as _make_shared_native,
@@ -50,7 +51,7 @@ if hasattr(os, "register_at_fork"):
 try:  # absent where the platform has no shared backend (Windows)
     from ._warp_cache import SharedCachedFunction
 except ImportError:  # pragma: no cover - non-POSIX platforms
-    SharedCachedFunction = None  # type: ignore[assignment,misc]
+    SharedCachedFunction = None
 
 __all__ = ["Backend", "CacheInfo", "CachedFunction", "SharedCachedFunction", "cache"]
 
@@ -90,7 +91,9 @@ def _check_ttl(ttl: Any) -> Optional[float]:
     try:
         seconds = float(ttl)
     except (OverflowError, ValueError):
-        raise ValueError(f"ttl must be a finite number of seconds >= 0 or None, got {ttl!r}") from None
+        raise ValueError(
+            f"ttl must be a finite number of seconds >= 0 or None, got {ttl!r}"
+        ) from None
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
         raise ValueError(f"ttl must be a finite number of seconds >= 0 or None, got {ttl!r}")
     return seconds
@@ -115,22 +118,26 @@ def _resolve_backend(backend: Any) -> Backend:
             return _BACKEND_NAMES[backend]
         except KeyError:
             raise ValueError(
-                f"backend must be 'memory' or 'shared' (or Backend.MEMORY / Backend.SHARED), got {backend!r}"
+                "backend must be 'memory' or 'shared' (or Backend.MEMORY / Backend.SHARED), "
+                f"got {backend!r}"
             ) from None
     if isinstance(backend, int) and not isinstance(backend, bool):
         try:
             return Backend(backend)
         except ValueError:
             raise ValueError(f"backend must be 0 (memory) or 1 (shared), got {backend!r}") from None
-    raise TypeError(f"backend must be 'memory', 'shared' or a Backend, got {type(backend).__name__}")
+    raise TypeError(
+        f"backend must be 'memory', 'shared' or a Backend, got {type(backend).__name__}"
+    )
 
 
 def _is_coroutine_callable(func: Any) -> bool:
     if inspect.iscoroutinefunction(func):
         return True
-    # A callable instance whose __call__ is a coroutine function.
+    # A callable instance whose __call__ is a coroutine function. (The class's __call__
+    # attribute itself is inspected, not whether the instance is callable: B004 does not apply.)
     if not inspect.isroutine(func) and not inspect.isclass(func):
-        return inspect.iscoroutinefunction(getattr(type(func), "__call__", None))
+        return inspect.iscoroutinefunction(getattr(type(func), "__call__", None))  # noqa: B004
     return False
 
 
@@ -224,7 +231,7 @@ def _install_introspection(
     """``cache_parameters()`` on every wrapper, and the fallback reason in ``cache_info()``
     of a shared function that had to fall back to an in-process cache."""
     fallback = wrapper.__dict__.get("_warp_fallback")
-    parameters: Dict[str, Any] = {
+    parameters: dict[str, Any] = {
         "max_size": max_size,
         "ttl": ttl,
         "backend": backend.name.lower(),
@@ -233,7 +240,7 @@ def _install_introspection(
         "fallback": fallback,
     }
 
-    def cache_parameters() -> Dict[str, Any]:
+    def cache_parameters() -> dict[str, Any]:
         """The parameters this function was decorated with (a new dict each call)."""
         return dict(parameters)
 
@@ -361,4 +368,3 @@ def cache(
             f"got a positional {type(func).__name__}"
         )
     return decorator(func)
-

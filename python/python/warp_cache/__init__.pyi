@@ -2,9 +2,9 @@
 
 import enum
 from collections.abc import Callable, Iterator
-from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, final, overload
+from typing import Any, Final, Generic, Literal, TypeVar, final, overload
 
-from typing_extensions import Self
+from typing_extensions import ParamSpec, Self
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

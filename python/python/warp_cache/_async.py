@@ -22,7 +22,7 @@ several threads each get their own flights.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable
 
 
 def _current_task_is_cancelling() -> bool:
@@ -31,7 +31,7 @@ def _current_task_is_cancelling() -> bool:
     return bool(cancelling is not None and cancelling())
 
 
-def _settle(inflight: Dict[Any, Any], flight: Tuple[Any, Any], future: "asyncio.Future[Any]") -> None:
+def _settle(inflight: dict[Any, Any], flight: tuple[Any, Any], future: asyncio.Future[Any]) -> None:
     if inflight.get(flight) is future:
         del inflight[flight]
 
@@ -39,10 +39,10 @@ def _settle(inflight: Dict[Any, Any], flight: Tuple[Any, Any], future: "asyncio.
 async def async_miss(
     wrapper: Any,
     func: Callable[..., Any],
-    inflight: Dict[Any, Any],
+    inflight: dict[Any, Any],
     handle: Any,
-    args: Tuple[Any, ...],
-    kwargs: Dict[str, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     loop = asyncio.get_running_loop()
     flight = (loop, handle)

@@ -48,7 +48,7 @@ import os
 import pickle
 import struct
 import types
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional
 
 #: Version of the key/value layout the native code writes (``convert.rs``); part of every
 #: fingerprint so that a new layout never reads entries written by an old one.
@@ -60,7 +60,7 @@ _MAX_ITEMS = 200_000
 
 # (path, size, mtime_ns) -> sha256 hex of the file, so that decorating many functions of a
 # module reads it once.
-_FILE_DIGESTS: Dict[Tuple[str, int, int], str] = {}
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 class _Unidentifiable(TypeError):
@@ -115,7 +115,7 @@ class _Fingerprint:
 
     def __init__(self) -> None:
         self._hash = hashlib.blake2b(digest_size=_DIGEST_BYTES, person=b"warp_cache")
-        self._active: Dict[int, int] = {}  # id -> position, for cycles (recursive closures)
+        self._active: dict[int, int] = {}  # id -> position, for cycles (recursive closures)
         self._items = 0
 
     def digest(self) -> str:
@@ -191,7 +191,7 @@ class _Fingerprint:
         digests = sorted(self._sub_digest(item, depth) for item in items)
         self._blob(tag, b"".join(digests))
 
-    def _mapping(self, mapping: Dict[Any, Any], depth: int) -> None:
+    def _mapping(self, mapping: dict[Any, Any], depth: int) -> None:
         pairs = sorted(
             self._sub_digest(key, depth) + self._sub_digest(value, depth)
             for key, value in mapping.items()
@@ -311,7 +311,7 @@ class _Fingerprint:
             self._opaque(func)
 
 
-def _main_code(func: Any) -> Tuple[bool, Any]:
+def _main_code(func: Any) -> tuple[bool, Any]:
     """Whether ``func`` is defined by ``__main__`` code, and that code object (``None`` when it
     has none)."""
     target = func
