@@ -32,12 +32,15 @@ use warp_cache_core::mem::{Displaced, Hit, Lookup, MemStore, SlotRef, MAX_SIZE_L
 use warp_cache_core::Error;
 
 use crate::awaitable::{KeyHandle, Ready};
+use crate::call_shell;
 use crate::cell::{count_hit, count_miss, Store, StoreCell};
-use crate::errors::{guard, panic_message, to_py};
+use crate::errors::{guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key::{self, CallKey, KeyView, KwItems, Quick, StoredKey};
-use crate::prefetch;
+use crate::python_call;
+
+mod miss;
 
 /// How many times an insert re-scans after Python code changed the store under it before it
 /// inserts anyway (a duplicate of an equal key is then possible; it is harmless: it only
@@ -117,7 +120,7 @@ fn place(
 impl CachedFunction {
     fn new(func: Py<PyAny>, store: Store, async_state: Option<AsyncState>) -> Self {
         CachedFunction {
-            vectorcall: vectorcall_entry,
+            vectorcall: call_shell::slot_of(vectorcall_entry),
             func,
             ttl_ns: store.ttl_ns(),
             store: StoreCell::new(store),
@@ -159,73 +162,6 @@ impl CachedFunction {
                 })
             }
             Lookup::Absent | Lookup::Expired(_) => QuickLookup::Undecided,
-        }
-    }
-
-    /// The miss path of a synchronous call that the quick path found absent (and counted),
-    /// run like the hit path outside pyo3's bookkeeping: the wrapped function is called with
-    /// the caller's vector, and if the store has not changed structurally meanwhile (same
-    /// version, so the key is still absent) the entry goes straight in; displaced objects
-    /// are released with `Py_DECREF` after the borrow ends (INV-M2). Anything else (the
-    /// function changed the store, the store is busy) takes the full insert under pyo3's
-    /// bookkeeping. No `Py` is dropped on this path (a drop outside pyo3's bookkeeping would be
-    /// deferred, keeping evicted objects alive: INV-M6). Returns the call's result (a new
-    /// reference) or NULL with an exception set.
-    ///
-    /// # Safety
-    /// As [`vectorcall_entry`]; `key` was built from these arguments.
-    // Not inlined: kept out of `vectorcall_entry`, whose hits then save and restore fewer
-    // registers (measured: callgrind instructions per hit).
-    #[inline(never)]
-    unsafe fn miss_fast(
-        &self,
-        py: Python<'_>,
-        key: CallKey<'_>,
-        args: *const *mut ffi::PyObject,
-        nargsf: usize,
-        kwnames: *mut ffi::PyObject,
-        miss: MissAt,
-    ) -> *mut ffi::PyObject {
-        // SAFETY: the arguments are exactly those CPython passed to our vectorcall entry,
-        // alive for this call (function contract).
-        let result = unsafe { ffi::PyObject_Vectorcall(self.func.as_ptr(), args, nargsf, kwnames) };
-        if result.is_null() || self.ttl_ns == Some(0) {
-            return result;
-        }
-        // SAFETY: attached thread, no borrow held (allocating a key tuple may run Python code).
-        let Ok(stored) = (unsafe { key.to_stored_raw(py) }) else {
-            // SAFETY: we own `result`; the error indicator is set by `to_stored_raw`.
-            unsafe { ffi::Py_DECREF(result) };
-            return ptr::null_mut();
-        };
-        // SAFETY: `result` is a live object; the store takes a new reference.
-        let value = unsafe { Py::<PyAny>::from_borrowed_ptr(py, result) };
-        if let Some(mut store) = self.store.try_write(py) {
-            if store.version() == miss.version {
-                let now_ns = clock(&store);
-                let displaced = store.insert_new(key.hash, stored, value, now_ns);
-                prefetch::after_miss(&store, &key, &displaced);
-                drop(store);
-                // SAFETY: attached thread, the borrow has ended.
-                unsafe { release_displaced(displaced) };
-                return result;
-            }
-        }
-        // SAFETY: the thread is attached (function contract).
-        unsafe {
-            attached(|py| {
-                let stored_value =
-                    guard(|| self.store_value(py, key.view(), move || Ok(stored), value, None));
-                match stored_value {
-                    Ok(()) => result,
-                    Err(err) => {
-                        // SAFETY: we own `result`.
-                        ffi::Py_DECREF(result);
-                        err.restore(py);
-                        ptr::null_mut()
-                    }
-                }
-            })
         }
     }
 
@@ -670,18 +606,56 @@ impl CachedFunction {
     }
 }
 
-/// The vectorcall entry of every `CachedFunction` (installed by [`install_vectorcall`]).
-///
-/// Hits decided without Python code are served here without pyo3's trampoline (no `Py` is
-/// dropped on that path, so pyo3's attach bookkeeping is not needed); everything else goes
-/// through that bookkeeping ([`attached`]) to the full path, which is told when the quick
-/// path already saw a definitive miss. No panic escapes (INV-M4).
+/// The vectorcall entry of every `CachedFunction` (installed by [`install_vectorcall`]), in
+/// the shape of `call_shell.rs`: [`begin_call`] serves hits (without pyo3's trampoline: no
+/// `Py` is dropped on that path, so pyo3's attach bookkeeping is not needed) and everything
+/// but a decided synchronous miss; such a miss calls the wrapped function from this small
+/// frame and [`miss::finish`] stores the result. No panic escapes (INV-M4).
 ///
 /// # Safety
 /// Called by CPython per the vectorcall protocol: `callable` is a live `CachedFunction`,
 /// `args` holds `PyVectorcall_NARGS(nargsf)` positional arguments followed by one value per
 /// name in `kwnames` (null or a tuple of str), all alive for the call; the thread is attached.
-unsafe extern "C" fn vectorcall_entry(
+unsafe extern "C-unwind" fn vectorcall_entry(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: function contract, passed on.
+    let first = unsafe { begin_call(callable, args, nargsf, kwnames) };
+    if first != call_shell::call_function() {
+        return first;
+    }
+    // SAFETY: `callable` is a live CachedFunction (only its type has this entry).
+    let this = unsafe { function_of(callable) };
+    // SAFETY: the caller's live vector (function contract).
+    let result = unsafe { python_call::vectorcall(this.func.as_ptr(), args, nargsf, kwnames) };
+    // SAFETY: attached thread; `begin_call` pushed this call's pending miss.
+    unsafe { miss::finish(this, result) }
+}
+
+/// The `CachedFunction` inside `callable`.
+///
+/// # Safety
+/// `callable` is a live `CachedFunction`; the result is used while it is alive.
+#[inline(always)]
+unsafe fn function_of<'a>(callable: *mut ffi::PyObject) -> &'a CachedFunction {
+    // SAFETY: the thread is attached (function contract of the callers); only a token.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: function contract.
+    let slf = unsafe { Borrowed::from_ptr(py, callable).cast_unchecked::<CachedFunction>() };
+    // SAFETY: the object outlives the call it is used for (function contract).
+    unsafe { &*ptr::from_ref(slf.get()) }
+}
+
+/// The first half of a call (see [`vectorcall_entry`]), out of line so that its frame is not
+/// on the stack while the wrapped function runs.
+///
+/// # Safety
+/// As [`vectorcall_entry`].
+#[inline(never)]
+unsafe fn begin_call(
     callable: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: usize,
@@ -691,15 +665,8 @@ unsafe extern "C" fn vectorcall_entry(
     let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
         vectorcall_fast(callable, args, nargsf, kwnames)
     }));
-    outcome.unwrap_or_else(|payload| {
-        // Raw C API: this must work even where pyo3 refuses to attach (finalization).
-        let message = panic_message(&*payload);
-        let message = std::ffi::CString::new(message)
-            .unwrap_or_else(|_| c"internal error in warp_cache (please report it)".to_owned());
-        // SAFETY: the thread is attached (function contract); the message is a valid C string.
-        unsafe { ffi::PyErr_SetString(ffi::PyExc_RuntimeError, message.as_ptr()) };
-        ptr::null_mut()
-    })
+    // SAFETY: attached thread (function contract).
+    outcome.unwrap_or_else(|payload| unsafe { call_shell::panic_result(payload) })
 }
 
 /// Releases what an insert displaced with plain `Py_DECREF`s (a `__del__` may run and call
@@ -774,10 +741,20 @@ unsafe fn vectorcall_fast(
                 }
             }
         }
-        // SAFETY: function contract; `key` was built from these arguments.
-        QuickLookup::Miss(miss) if this.async_state.is_none() => unsafe {
-            return this.miss_fast(py, key, args, nargsf, kwnames, miss);
-        },
+        QuickLookup::Miss(miss) if this.async_state.is_none() => {
+            let stored = if this.ttl_ns == Some(0) {
+                None
+            } else {
+                // SAFETY: attached thread, no borrow held (allocating a key tuple may run
+                // Python code).
+                match unsafe { key.to_stored_raw(py) } {
+                    Ok(stored) => Some(stored),
+                    Err(()) => return ptr::null_mut(),
+                }
+            };
+            miss::push(stored, key.hash, miss);
+            return call_shell::call_function();
+        }
         QuickLookup::Miss(miss) => Some(miss),
         QuickLookup::Undecided => None,
     };

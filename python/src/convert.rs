@@ -231,6 +231,11 @@ unsafe fn write_key_element(
     // SAFETY: live object (caller contract).
     let bound = unsafe { Borrowed::from_ptr(py, object) };
     write_pickled(py, &bound, out).map_err(|cause| {
+        // Only an `Exception` means "cannot be pickled"; `KeyboardInterrupt`, `SystemExit`,
+        // `GeneratorExit`, `asyncio.CancelledError`... propagate unchanged.
+        if !cause.is_instance_of::<pyo3::exceptions::PyException>(py) {
+            return cause;
+        }
         let type_name = bound
             .get_type()
             .name()

@@ -18,6 +18,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::cached::split_vector_args;
 use crate::errors::guard;
+use crate::python_call;
 
 extern "C" {
     /// `PyMethod_New` of the C API (a bound method), not declared by pyo3-ffi.
@@ -171,7 +172,7 @@ pub enum Invocation<'a, 'py> {
 }
 
 impl<'py> Invocation<'_, 'py> {
-    /// Calls `func` with these arguments, the way they came in.
+    /// Calls `func` with these arguments, the way they came in (guarded: `python_call.rs`).
     pub fn call(&self, py: Python<'py>, func: &Py<PyAny>) -> PyResult<Py<PyAny>> {
         let result = match *self {
             Invocation::Vector {
@@ -181,11 +182,11 @@ impl<'py> Invocation<'_, 'py> {
             } => {
                 // SAFETY: exactly the arguments CPython passed to our vectorcall entry, alive
                 // for that call.
-                unsafe { ffi::PyObject_Vectorcall(func.as_ptr(), args, nargsf, kwnames) }
+                unsafe { python_call::vectorcall(func.as_ptr(), args, nargsf, kwnames) }
             }
             // SAFETY: live tuple and dict (or null) borrowed from the caller.
             Invocation::Tuple { args, kwargs } => unsafe {
-                ffi::PyObject_Call(
+                python_call::call(
                     func.as_ptr(),
                     args.as_ptr(),
                     kwargs.map_or(ptr::null_mut(), |kwargs| kwargs.as_ptr()),

@@ -275,8 +275,6 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
-    /// The hash of the first key of the next block, for a single exact `int` key (see
-    /// [`next_block_hash`]); `None` for any other key.
     #[inline]
     pub fn next_block_hash(&self) -> Option<u64> {
         if self.kind != KIND_SINGLE {
@@ -520,17 +518,6 @@ impl<'a> CallKey<'a> {
             // SAFETY: caller contract (live arguments, attached thread, no borrow).
             hash: unsafe { hash_items_raw(KIND_ARGS, args) }?,
         })
-    }
-
-    /// The hash of the first key of the next block, for a single exact `int` key (see
-    /// [`next_block_hash`]); `None` for any other key.
-    #[inline]
-    pub fn next_block_hash(&self) -> Option<u64> {
-        match self.args {
-            // SAFETY: `single` is a live object for `'a` (constructor contract).
-            [single] if self.kind == KIND_SINGLE => unsafe { next_block_hash(*single) },
-            _ => None,
-        }
     }
 
     #[inline]

@@ -4,6 +4,7 @@
 
 mod awaitable;
 mod cached;
+mod call_shell;
 mod cell;
 #[cfg(unix)]
 mod convert;
@@ -12,6 +13,7 @@ mod function_type;
 mod info;
 mod key;
 mod prefetch;
+mod python_call;
 mod shared;
 
 use pyo3::prelude::*;

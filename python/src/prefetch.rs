@@ -6,7 +6,7 @@
 use pyo3::prelude::*;
 use warp_cache_core::mem::{Displaced, MemStore};
 
-use crate::key::{CallKey, StoredKey};
+use crate::key::StoredKey;
 
 /// Asks the CPU to start loading the cache line holding `address`. A hint only: it reads
 /// nothing the program can see, never faults (not on an unmapped or bogus address either)
@@ -36,14 +36,14 @@ fn prefetch_probe(store: &MemStore<StoredKey, Py<PyAny>>, hash: u64) {
     }
 }
 
-/// After a miss stored `key` (and displaced what `displaced` holds) in a big store: prefetch
+/// After a miss stored a key (`next_block`: its [`StoredKey::next_block_hash`]) (and displaced what `displaced` holds) in a big store: prefetch
 /// the index lines of the entry SIEVE evicts next, and of the blocks that follow the new key
 /// and the evicted one when they are single ints that start a block
 /// (`key::next_block_hash`). Costs nothing when the store is small (`prefetch_pays`).
 #[inline]
 pub fn after_miss(
     store: &MemStore<StoredKey, Py<PyAny>>,
-    key: &CallKey<'_>,
+    next_block: Option<u64>,
     displaced: &Displaced<StoredKey, Py<PyAny>>,
 ) {
     if !store.prefetch_pays() {
@@ -57,7 +57,7 @@ pub fn after_miss(
             prefetch_probe(store, hash);
         }
     }
-    if let Some(hash) = key.next_block_hash() {
+    if let Some(hash) = next_block {
         prefetch_probe(store, hash);
     }
 }

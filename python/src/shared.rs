@@ -45,12 +45,14 @@ mod imp {
     use warp_cache_core::Error;
 
     use crate::awaitable::Ready;
-    use crate::cached::{attached, into_result_ptr, split_vector_args, ttl_ns_of};
+    use crate::cached::{attached, split_vector_args, ttl_ns_of};
+    use crate::call_shell;
     use crate::convert::{self, DecodeFailure, Encoded};
-    use crate::errors::{guard, panic_message, to_py};
+    use crate::errors::{guard, to_py};
     use crate::function_type::{self, ContentsOffset, Invocation};
     use crate::info::CacheInfo;
     use crate::key;
+    use crate::python_call;
 
     /// Whether the core's test-only failpoints are compiled in (cargo feature `failpoints`).
     pub const FAILPOINTS: bool = failpoint::ENABLED;
@@ -302,6 +304,14 @@ mod imp {
         looked: Looked,
     }
 
+    /// What the full path decided.
+    enum Decided {
+        /// The call's answer (a hit, or the awaitable of an async miss).
+        Done(Py<PyAny>),
+        /// A synchronous miss: call the function, then store under `scratch.key`.
+        CallFunction { scratch: Scratch, hash: u64 },
+    }
+
     struct AsyncState {
         /// `warp_cache._async.async_miss`: the single-flight miss coroutine.
         helper: Py<PyAny>,
@@ -345,7 +355,7 @@ mod imp {
             async_state: Option<AsyncState>,
         ) -> Self {
             SharedCachedFunction {
-                vectorcall: vectorcall_entry,
+                vectorcall: call_shell::slot_of(vectorcall_entry),
                 func,
                 store,
                 name,
@@ -480,8 +490,7 @@ mod imp {
             }
         }
 
-        /// The full path: encodes what the quick path could not, looks up unless it already
-        /// did, and on a miss computes and stores (or starts the async miss).
+        /// The full path for `tp_call`: [`Self::decide`], then on a miss computes and stores.
         fn call_full(
             &self,
             py: Python<'_>,
@@ -490,6 +499,29 @@ mod imp {
             invocation: Invocation<'_, '_>,
             pending: Pending,
         ) -> PyResult<Py<PyAny>> {
+            let (mut scratch, hash) = match self.decide(py, slf, call, &invocation, pending)? {
+                Decided::Done(value) => return Ok(value),
+                Decided::CallFunction { scratch, hash } => (scratch, hash),
+            };
+            let result = invocation.call(py, &self.func).and_then(|value| {
+                self.store_value(py, &scratch.key, hash, value.bind(py), &mut scratch.value)?;
+                Ok(value)
+            });
+            put_scratch(scratch);
+            result
+        }
+
+        /// The full path's decision: encodes what the quick path could not, looks up unless
+        /// it already did; answers a hit (or the async miss it starts), or hands back the
+        /// buffers of a synchronous miss for the call and the store.
+        fn decide(
+            &self,
+            py: Python<'_>,
+            slf: *mut ffi::PyObject,
+            call: CallArgs<'_>,
+            invocation: &Invocation<'_, '_>,
+            pending: Pending,
+        ) -> PyResult<Decided> {
             let Pending {
                 mut scratch,
                 mut hash,
@@ -525,22 +557,12 @@ mod imp {
                         };
                 }
                 if looked == Looked::Hit {
-                    if let Some(value) = decode_or_miss(py, &scratch.value)? {
-                        return self.hit_result(py, value);
+                    if let Some(value) = self.decode_hit(py, &scratch.value)? {
+                        return self.hit_result(py, value).map(Some);
                     }
                 }
                 match &self.async_state {
-                    None => {
-                        let value = invocation.call(py, &self.func)?;
-                        self.store_value(
-                            py,
-                            &scratch.key,
-                            hash,
-                            value.bind(py),
-                            &mut scratch.value,
-                        )?;
-                        Ok(value)
-                    }
+                    None => Ok(None),
                     Some(state) => {
                         let handle = PyBytes::new(py, &scratch.key);
                         let (args, kwargs) = invocation.pack(py)?;
@@ -556,13 +578,32 @@ mod imp {
                                 handle,
                                 args,
                                 kwargs,
-                            ))?
-                            .unbind())
+                            ))
+                            .map(|value| Some(value.unbind()))?)
                     }
                 }
             })();
-            put_scratch(scratch);
-            result
+            match result {
+                Ok(None) => Ok(Decided::CallFunction { scratch, hash }),
+                Ok(Some(value)) => {
+                    put_scratch(scratch);
+                    Ok(Decided::Done(value))
+                }
+                Err(err) => {
+                    put_scratch(scratch);
+                    Err(err)
+                }
+            }
+        }
+
+        /// [`decode_or_miss`] of a counted hit: a value that cannot be decoded is recomputed,
+        /// so the hit becomes a miss in the counters.
+        fn decode_hit(&self, py: Python<'_>, bytes: &[u8]) -> PyResult<Option<Py<PyAny>>> {
+            let decoded = decode_or_miss(py, bytes);
+            if !matches!(decoded, Ok(Some(_))) {
+                self.store.record_decode_failure();
+            }
+            decoded
         }
 
         fn hit_result(&self, py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
@@ -864,16 +905,65 @@ mod imp {
         }
     }
 
-    /// The vectorcall entry of every `SharedCachedFunction`. Hits of fast-path keys are
-    /// served by [`SharedCachedFunction::quick`] without pyo3's bookkeeping; everything else
-    /// goes through it ([`attached`]). No panic escapes (INV-M4).
+    /// The vectorcall entry of every `SharedCachedFunction`, in the shape of
+    /// `call_shell.rs`: [`begin_call`] serves hits of fast-path keys without pyo3's
+    /// bookkeeping and everything but a synchronous miss through it ([`attached`]); such a
+    /// miss calls the wrapped function from this small frame and [`finish_call`] stores the
+    /// result. No panic escapes (INV-M4).
     ///
     /// # Safety
     /// Called by CPython per the vectorcall protocol: `callable` is a live
     /// `SharedCachedFunction`, `args` holds `PyVectorcall_NARGS(nargsf)` positional arguments
     /// followed by one value per name in `kwnames` (null or a tuple of str), all alive for the
     /// call; the thread is attached.
-    unsafe extern "C" fn vectorcall_entry(
+    unsafe extern "C-unwind" fn vectorcall_entry(
+        callable: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: function contract, passed on.
+        let first = unsafe { begin_call(callable, args, nargsf, kwnames) };
+        if first != call_shell::call_function() {
+            return first;
+        }
+        // SAFETY: `callable` is a live SharedCachedFunction (function contract).
+        let this = unsafe { function_of(callable) };
+        // SAFETY: the caller's live vector (function contract).
+        let result = unsafe { python_call::vectorcall(this.func.as_ptr(), args, nargsf, kwnames) };
+        // SAFETY: attached thread; `begin_call` pushed this call's pending miss.
+        unsafe { finish_call(this, result) }
+    }
+
+    /// The `SharedCachedFunction` inside `callable`.
+    ///
+    /// # Safety
+    /// `callable` is a live `SharedCachedFunction`; the result is used while it is alive.
+    #[inline(always)]
+    unsafe fn function_of<'a>(callable: *mut ffi::PyObject) -> &'a SharedCachedFunction {
+        // SAFETY: attached thread (callers' contract); only a token.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: function contract.
+        let slf =
+            unsafe { Borrowed::from_ptr(py, callable).cast_unchecked::<SharedCachedFunction>() };
+        // SAFETY: the object outlives the call it is used for (function contract).
+        unsafe { &*ptr::from_ref(slf.get()) }
+    }
+
+    thread_local! {
+        /// This thread's synchronous misses whose wrapped function is running, innermost
+        /// last: the buffers holding the encoded key, and its hash.
+        static PENDING: std::cell::RefCell<Vec<(Scratch, u64)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// The first half of a call, out of line so that its frame (and the quick path's
+    /// stack buffers) is not on the stack while the wrapped function runs.
+    ///
+    /// # Safety
+    /// As [`vectorcall_entry`].
+    #[inline(never)]
+    unsafe fn begin_call(
         callable: *mut ffi::PyObject,
         args: *const *mut ffi::PyObject,
         nargsf: usize,
@@ -883,13 +973,8 @@ mod imp {
         let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
             vectorcall_body(callable, args, nargsf, kwnames)
         }));
-        outcome.unwrap_or_else(|payload| {
-            let message = std::ffi::CString::new(panic_message(&*payload))
-                .unwrap_or_else(|_| c"internal error in warp_cache (please report it)".to_owned());
-            // SAFETY: attached thread (function contract); a valid C string.
-            unsafe { ffi::PyErr_SetString(ffi::PyExc_RuntimeError, message.as_ptr()) };
-            ptr::null_mut()
-        })
+        // SAFETY: attached thread (function contract).
+        outcome.unwrap_or_else(|payload| unsafe { call_shell::panic_result(payload) })
     }
 
     /// # Safety
@@ -901,12 +986,8 @@ mod imp {
         nargsf: usize,
         kwnames: *mut ffi::PyObject,
     ) -> *mut ffi::PyObject {
-        // SAFETY: the thread is attached (vectorcall protocol); this is only a token.
-        let py = unsafe { Python::assume_attached() };
-        // SAFETY: `callable` is a live SharedCachedFunction (only its type has this entry).
-        let slf =
-            unsafe { Borrowed::from_ptr(py, callable).cast_unchecked::<SharedCachedFunction>() };
-        let this = slf.get();
+        // SAFETY: `callable` is a live SharedCachedFunction (function contract).
+        let this = unsafe { function_of(callable) };
         // SAFETY: vectorcall protocol (function contract).
         let (positional, kw_names, kw_values) = unsafe { split_vector_args(args, nargsf, kwnames) };
         let call = CallArgs {
@@ -922,20 +1003,61 @@ mod imp {
         // SAFETY: the thread is attached (vectorcall protocol).
         unsafe {
             attached(|py| {
-                let result = guard(|| {
-                    this.call_full(
-                        py,
-                        callable,
-                        call,
-                        Invocation::Vector {
-                            args,
-                            nargsf,
-                            kwnames,
-                        },
-                        pending,
-                    )
-                });
-                into_result_ptr(py, result)
+                let invocation = Invocation::Vector {
+                    args,
+                    nargsf,
+                    kwnames,
+                };
+                match guard(|| this.decide(py, callable, call, &invocation, pending)) {
+                    Ok(Decided::Done(value)) => value.into_ptr(),
+                    Ok(Decided::CallFunction { scratch, hash }) => {
+                        PENDING.with(|pending| pending.borrow_mut().push((scratch, hash)));
+                        call_shell::call_function()
+                    }
+                    Err(err) => {
+                        err.restore(py);
+                        ptr::null_mut()
+                    }
+                }
+            })
+        }
+    }
+
+    /// Stores `result` (a new reference, or NULL with an exception set) under the innermost
+    /// pending miss and returns it.
+    ///
+    /// # Safety
+    /// The thread is attached; `this` is the function whose `begin_call` pushed the innermost
+    /// pending miss of this thread.
+    #[inline(never)]
+    unsafe fn finish_call(
+        this: &SharedCachedFunction,
+        result: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        let Some((mut scratch, hash)) = PENDING.with(|pending| pending.borrow_mut().pop()) else {
+            // SAFETY: attached thread; we own `result`.
+            return unsafe { call_shell::unmatched_finish(result) };
+        };
+        if result.is_null() {
+            put_scratch(scratch);
+            return result;
+        }
+        // SAFETY: the thread is attached (function contract).
+        unsafe {
+            attached(|py| {
+                // SAFETY: `result` is a live object we own.
+                let value = Bound::from_borrowed_ptr(py, result);
+                let stored =
+                    guard(|| this.store_value(py, &scratch.key, hash, &value, &mut scratch.value));
+                put_scratch(scratch);
+                match stored {
+                    Ok(()) => result,
+                    Err(err) => {
+                        ffi::Py_DECREF(result);
+                        err.restore(py);
+                        ptr::null_mut()
+                    }
+                }
             })
         }
     }

@@ -1,0 +1,79 @@
+//! The shape of every cached call's vectorcall entry, shared by both backends:
+//!
+//! 1. `begin` (out of line, panics contained): build the key, look up; a hit, an error or a
+//!    call that took the slow path returns its answer; a miss records what the insert will
+//!    need on a per-thread stack and answers [`call_function`].
+//! 2. The entry calls the wrapped function with the caller's vector through
+//!    [`crate::python_call::vectorcall`] (forced-unwind guard, recursion and stack checks).
+//! 3. `finish` (out of line, panics contained) pops what `begin` recorded, stores the result
+//!    and returns it.
+//!
+//! The entry's own frame holds only what the call needs, so each level of a cached recursion
+//! costs little C stack (`begin` and `finish`, with their key buffers, are not on the stack
+//! while the wrapped function runs), and no `catch_unwind` frame stands between the wrapped
+//! function and CPython.
+
+use std::any::Any;
+use std::ptr;
+
+use pyo3::ffi;
+
+use crate::errors::panic_message;
+
+/// The marker `begin` returns for "call the wrapped function, then `finish`" (never a real
+/// object: the address of a private static).
+#[inline(always)]
+pub fn call_function() -> *mut ffi::PyObject {
+    static MARKER: u8 = 0;
+    ptr::addr_of!(MARKER).cast_mut().cast()
+}
+
+/// A contained panic as a `RuntimeError`, set with the raw C API (this must work even where
+/// pyo3 refuses to attach, during finalization). Returns NULL.
+///
+/// # Safety
+/// The thread is attached.
+#[cold]
+pub unsafe fn panic_result(payload: Box<dyn Any + Send>) -> *mut ffi::PyObject {
+    let message = std::ffi::CString::new(panic_message(&*payload))
+        .unwrap_or_else(|_| c"internal error in warp_cache (please report it)".to_owned());
+    // SAFETY: attached thread (function contract); a valid C string.
+    unsafe { ffi::PyErr_SetString(ffi::PyExc_RuntimeError, message.as_ptr()) };
+    ptr::null_mut()
+}
+
+/// A `finish` without a matching `begin` (an adapter bug): reported, the result released.
+///
+/// # Safety
+/// The thread is attached; `result` is an owned reference or NULL.
+#[cold]
+pub unsafe fn unmatched_finish(result: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: function contract.
+    unsafe {
+        if !result.is_null() {
+            ffi::Py_DECREF(result);
+        }
+        ffi::PyErr_SetString(
+            ffi::PyExc_RuntimeError,
+            c"internal error in warp_cache: a call finished that never began (please report it)"
+                .as_ptr(),
+        );
+    }
+    ptr::null_mut()
+}
+
+/// A vectorcall entry that may let a forced unwind through.
+pub type Entry = unsafe extern "C-unwind" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    usize,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+/// `entry` as the value of a vectorcall slot (typed `extern "C"` by pyo3-ffi).
+pub fn slot_of(entry: Entry) -> ffi::vectorcallfunc {
+    // SAFETY: the two ABIs have the same calling convention; they differ only in whether an
+    // unwind may leave the function, which CPython (C code with unwind tables) lets through.
+    // Rust never calls through the slot; CPython does.
+    unsafe { std::mem::transmute::<Entry, ffi::vectorcallfunc>(entry) }
+}
