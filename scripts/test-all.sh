@@ -26,6 +26,11 @@ WARP_VENV="$venv" bash scripts/venv.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "ruff and mypy on the Python sources (python/pyproject.toml)"
+"$venv/bin/ruff" check --config python/pyproject.toml python/python/warp_cache tests/python benches
+"$venv/bin/ruff" format --config python/pyproject.toml --check python/python/warp_cache
+(cd python && "$venv/bin/mypy" && "$venv/bin/mypy" python/warp_cache/__init__.py)
+
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

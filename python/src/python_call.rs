@@ -1,4 +1,4 @@
-//! Calls of the wrapped function: the one place where a cached call runs arbitrary Python code
+//! Calls of the wrapped function (INV-11): the one place where a cached call runs arbitrary Python code
 //! for as long as that code likes, and so the place that must survive two things `lru_cache`
 //! survives.
 //!
