@@ -38,7 +38,6 @@ use crate::errors::{guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key::{self, CallKey, KeyView, KwItems, Quick, StoredKey};
-use crate::python_call;
 
 mod miss;
 
@@ -609,8 +608,8 @@ impl CachedFunction {
 /// The vectorcall entry of every `CachedFunction` (installed by [`install_vectorcall`]), in
 /// the shape of `call_shell.rs`: [`begin_call`] serves hits (without pyo3's trampoline: no
 /// `Py` is dropped on that path, so pyo3's attach bookkeeping is not needed) and everything
-/// but a decided synchronous miss; such a miss calls the wrapped function from this small
-/// frame and [`miss::finish`] stores the result. No panic escapes (INV-M4).
+/// but a decided synchronous miss; such a miss calls the wrapped function from the small
+/// frame of [`miss::call_pending`], which then stores the result. No panic escapes (INV-M4).
 ///
 /// # Safety
 /// Called by CPython per the vectorcall protocol: `callable` is a live `CachedFunction`,
@@ -627,26 +626,8 @@ unsafe extern "C-unwind" fn vectorcall_entry(
     if first != call_shell::call_function() {
         return first;
     }
-    // SAFETY: `callable` is a live CachedFunction (only its type has this entry).
-    let this = unsafe { function_of(callable) };
-    // SAFETY: the caller's live vector (function contract).
-    let result = unsafe { python_call::vectorcall(this.func.as_ptr(), args, nargsf, kwnames) };
     // SAFETY: attached thread; `begin_call` pushed this call's pending miss.
-    unsafe { miss::finish(this, result) }
-}
-
-/// The `CachedFunction` inside `callable`.
-///
-/// # Safety
-/// `callable` is a live `CachedFunction`; the result is used while it is alive.
-#[inline(always)]
-unsafe fn function_of<'a>(callable: *mut ffi::PyObject) -> &'a CachedFunction {
-    // SAFETY: the thread is attached (function contract of the callers); only a token.
-    let py = unsafe { Python::assume_attached() };
-    // SAFETY: function contract.
-    let slf = unsafe { Borrowed::from_ptr(py, callable).cast_unchecked::<CachedFunction>() };
-    // SAFETY: the object outlives the call it is used for (function contract).
-    unsafe { &*ptr::from_ref(slf.get()) }
+    unsafe { miss::call_pending() }
 }
 
 /// The first half of a call (see [`vectorcall_entry`]), out of line so that its frame is not
@@ -752,7 +733,13 @@ unsafe fn vectorcall_fast(
                     Err(()) => return ptr::null_mut(),
                 }
             };
-            miss::push(stored, key.hash, miss);
+            let call = call_shell::Call {
+                func: this.func.as_ptr(),
+                args,
+                nargsf,
+                kwnames,
+            };
+            miss::push(this, call, stored, key.hash, miss);
             return call_shell::call_function();
         }
         QuickLookup::Miss(miss) => Some(miss),

@@ -2,9 +2,10 @@
 //!
 //! 1. `begin` (out of line, panics contained): build the key, look up; a hit, an error or a
 //!    call that took the slow path returns its answer; a miss records what the insert will
-//!    need on a per-thread stack and answers [`call_function`].
-//! 2. The entry calls the wrapped function with the caller's vector through
-//!    [`crate::python_call::vectorcall`] (forced-unwind guard, recursion and stack checks).
+//!    need (and the [`Call`] to make) on a per-thread stack and answers [`call_function`].
+//! 2. The entry jumps to the backend's `call_pending`, which makes that call through
+//!    [`crate::python_call::vectorcall`] (forced-unwind guard, recursion and stack checks);
+//!    the hit path keeps nothing across `begin`, so it saves no registers.
 //! 3. `finish` (out of line, panics contained) pops what `begin` recorded, stores the result
 //!    and returns it.
 //!
@@ -19,6 +20,27 @@ use std::ptr;
 use pyo3::ffi;
 
 use crate::errors::panic_message;
+
+/// The wrapped function and the caller's vector, as `begin` recorded them for the entry.
+#[derive(Clone, Copy)]
+pub struct Call {
+    pub func: *mut ffi::PyObject,
+    pub args: *const *mut ffi::PyObject,
+    pub nargsf: usize,
+    pub kwnames: *mut ffi::PyObject,
+}
+
+impl Call {
+    /// Calls it (guarded: `python_call.rs`).
+    ///
+    /// # Safety
+    /// As [`crate::python_call::vectorcall`].
+    #[inline(always)]
+    pub unsafe fn run(self) -> *mut ffi::PyObject {
+        // SAFETY: function contract.
+        unsafe { crate::python_call::vectorcall(self.func, self.args, self.nargsf, self.kwnames) }
+    }
+}
 
 /// The marker `begin` returns for "call the wrapped function, then `finish`" (never a real
 /// object: the address of a private static).

@@ -52,7 +52,6 @@ mod imp {
     use crate::function_type::{self, ContentsOffset, Invocation};
     use crate::info::CacheInfo;
     use crate::key;
-    use crate::python_call;
 
     /// Whether the core's test-only failpoints are compiled in (cargo feature `failpoints`).
     pub const FAILPOINTS: bool = failpoint::ENABLED;
@@ -908,8 +907,8 @@ mod imp {
     /// The vectorcall entry of every `SharedCachedFunction`, in the shape of
     /// `call_shell.rs`: [`begin_call`] serves hits of fast-path keys without pyo3's
     /// bookkeeping and everything but a synchronous miss through it ([`attached`]); such a
-    /// miss calls the wrapped function from this small frame and [`finish_call`] stores the
-    /// result. No panic escapes (INV-M4).
+    /// miss calls the wrapped function from the small frame of [`call_pending`], and
+    /// [`finish_call`] stores the result. No panic escapes (INV-M4).
     ///
     /// # Safety
     /// Called by CPython per the vectorcall protocol: `callable` is a live
@@ -927,12 +926,8 @@ mod imp {
         if first != call_shell::call_function() {
             return first;
         }
-        // SAFETY: `callable` is a live SharedCachedFunction (function contract).
-        let this = unsafe { function_of(callable) };
-        // SAFETY: the caller's live vector (function contract).
-        let result = unsafe { python_call::vectorcall(this.func.as_ptr(), args, nargsf, kwnames) };
         // SAFETY: attached thread; `begin_call` pushed this call's pending miss.
-        unsafe { finish_call(this, result) }
+        unsafe { call_pending() }
     }
 
     /// The `SharedCachedFunction` inside `callable`.
@@ -952,9 +947,18 @@ mod imp {
 
     thread_local! {
         /// This thread's synchronous misses whose wrapped function is running, innermost
-        /// last: the buffers holding the encoded key, and its hash.
-        static PENDING: std::cell::RefCell<Vec<(Scratch, u64)>> =
+        /// last.
+        static PENDING: std::cell::RefCell<Vec<PendingMiss>> =
             const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// A decided synchronous miss: the function (alive: the caller holds it for the whole
+    /// call), the call to make, the buffers holding the encoded key, and its hash.
+    struct PendingMiss {
+        this: *const SharedCachedFunction,
+        call: call_shell::Call,
+        scratch: Scratch,
+        hash: u64,
     }
 
     /// The first half of a call, out of line so that its frame (and the quick path's
@@ -1011,7 +1015,18 @@ mod imp {
                 match guard(|| this.decide(py, callable, call, &invocation, pending)) {
                     Ok(Decided::Done(value)) => value.into_ptr(),
                     Ok(Decided::CallFunction { scratch, hash }) => {
-                        PENDING.with(|pending| pending.borrow_mut().push((scratch, hash)));
+                        let pending = PendingMiss {
+                            this,
+                            call: call_shell::Call {
+                                func: this.func.as_ptr(),
+                                args,
+                                nargsf,
+                                kwnames,
+                            },
+                            scratch,
+                            hash,
+                        };
+                        PENDING.with(|stack| stack.borrow_mut().push(pending));
                         call_shell::call_function()
                     }
                     Err(err) => {
@@ -1023,21 +1038,46 @@ mod imp {
         }
     }
 
+    /// Calls the function of the innermost pending miss, then [`finish_call`]s it: the frame
+    /// on the stack while the wrapped function runs (small: a cached recursion's C stack per
+    /// level).
+    ///
+    /// # Safety
+    /// The thread is attached; the innermost pending miss of this thread was pushed by the
+    /// `begin_call` of the call being made.
+    #[inline(never)]
+    unsafe fn call_pending() -> *mut ffi::PyObject {
+        let call = PENDING.with(|stack| stack.borrow().last().map(|top| top.call));
+        let Some(call) = call else {
+            // SAFETY: attached thread (function contract).
+            return unsafe { call_shell::unmatched_finish(ptr::null_mut()) };
+        };
+        // SAFETY: the caller's vector, alive for the call (recorded by `begin_call`).
+        let result = unsafe { call.run() };
+        // SAFETY: function contract.
+        unsafe { finish_call(result) }
+    }
+
     /// Stores `result` (a new reference, or NULL with an exception set) under the innermost
     /// pending miss and returns it.
     ///
     /// # Safety
-    /// The thread is attached; `this` is the function whose `begin_call` pushed the innermost
-    /// pending miss of this thread.
+    /// The thread is attached; the innermost pending miss of this thread is the call that
+    /// produced `result`.
     #[inline(never)]
-    unsafe fn finish_call(
-        this: &SharedCachedFunction,
-        result: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject {
-        let Some((mut scratch, hash)) = PENDING.with(|pending| pending.borrow_mut().pop()) else {
+    unsafe fn finish_call(result: *mut ffi::PyObject) -> *mut ffi::PyObject {
+        let Some(PendingMiss {
+            this,
+            mut scratch,
+            hash,
+            ..
+        }) = PENDING.with(|stack| stack.borrow_mut().pop())
+        else {
             // SAFETY: attached thread; we own `result`.
             return unsafe { call_shell::unmatched_finish(result) };
         };
+        // SAFETY: the caller holds the function for the whole call (recorded by `begin_call`).
+        let this = unsafe { &*this };
         if result.is_null() {
             put_scratch(scratch);
             return result;

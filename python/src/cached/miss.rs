@@ -22,6 +22,9 @@ use crate::prefetch;
 
 /// What a decided miss needs for its insert.
 struct Pending {
+    /// The function called (alive: the caller holds it for the whole call).
+    this: *const CachedFunction,
+    call: call_shell::Call,
     /// The key to store (`None`: nothing is stored, `ttl=0`). `ManuallyDrop`: released only
     /// by [`finish`], with a plain `Py_DECREF`; a thread ended mid-call leaks it.
     stored: ManuallyDrop<Option<StoredKey>>,
@@ -35,10 +38,19 @@ thread_local! {
     static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records a decided miss of `stored` (hash `hash`, decided at `miss`).
-pub(super) fn push(stored: Option<StoredKey>, hash: u64, miss: MissAt) {
+/// Records a decided miss of `stored` (hash `hash`, decided at `miss`) of `this`, whose
+/// function the entry is to call with `call`.
+pub(super) fn push(
+    this: &CachedFunction,
+    call: call_shell::Call,
+    stored: Option<StoredKey>,
+    hash: u64,
+    miss: MissAt,
+) {
     PENDING.with(|pending| {
         pending.borrow_mut().push(Pending {
+            this,
+            call,
             stored: ManuallyDrop::new(stored),
             hash,
             miss,
@@ -46,21 +58,40 @@ pub(super) fn push(stored: Option<StoredKey>, hash: u64, miss: MissAt) {
     });
 }
 
+/// Calls the function of the innermost pending miss, then [`finish`]es it. The frame that is
+/// on the stack while the wrapped function runs: small (a cached recursion's C stack per
+/// level), and the only one between the function and CPython besides the entry.
+///
+/// # Safety
+/// The thread is attached; the innermost pending miss of this thread was pushed by the
+/// `begin` of the call being made.
+#[inline(never)]
+pub(super) unsafe fn call_pending() -> *mut ffi::PyObject {
+    let call = PENDING.with(|pending| pending.borrow().last().map(|top| top.call));
+    let Some(call) = call else {
+        // SAFETY: attached thread (function contract).
+        return unsafe { call_shell::unmatched_finish(ptr::null_mut()) };
+    };
+    // SAFETY: the caller's vector, alive for the call (recorded by `begin`).
+    let result = unsafe { call.run() };
+    // SAFETY: function contract.
+    unsafe { finish(result) }
+}
+
 /// Stores `result` (a new reference, or NULL with an exception set) under the innermost
 /// pending miss and returns it.
 ///
 /// # Safety
-/// The thread is attached; `this` is the function whose `begin` pushed the innermost pending
-/// miss of this thread.
+/// The thread is attached; the innermost pending miss of this thread is the call that
+/// produced `result`.
 #[inline(never)]
-pub(super) unsafe fn finish(
-    this: &CachedFunction,
-    result: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
+unsafe fn finish(result: *mut ffi::PyObject) -> *mut ffi::PyObject {
     let Some(pending) = PENDING.with(|pending| pending.borrow_mut().pop()) else {
         // SAFETY: attached thread; we own `result`.
         return unsafe { call_shell::unmatched_finish(result) };
     };
+    // SAFETY: the caller holds the function for the whole call (recorded by `begin`).
+    let this = unsafe { &*pending.this };
     // SAFETY: function contract, passed on.
     let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { store(this, pending, result) }));
     // SAFETY: attached thread (function contract).
@@ -74,7 +105,9 @@ unsafe fn store(
     pending: Pending,
     result: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    let Pending { stored, hash, miss } = pending;
+    let Pending {
+        stored, hash, miss, ..
+    } = pending;
     let Some(stored) = ManuallyDrop::into_inner(stored) else {
         return result;
     };
