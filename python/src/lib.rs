@@ -14,6 +14,7 @@ mod info;
 mod key;
 mod prefetch;
 mod python_call;
+#[cfg(unix)]
 mod shared;
 
 use pyo3::prelude::*;
@@ -37,13 +38,16 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     awaitable::install_ready_iternext(py);
     let vectorcall = cached::install_vectorcall(py)?;
     m.add("VECTORCALL", vectorcall)?;
-    // The shared backend (`shared.rs`; on platforms without it `_make_shared` raises).
-    m.add_function(wrap_pyfunction!(shared::make_shared, m)?)?;
-    m.add_function(wrap_pyfunction!(shared::set_failpoint, m)?)?;
-    m.add_function(wrap_pyfunction!(shared::after_fork_in_child, m)?)?;
-    m.add("FAILPOINTS", shared::FAILPOINTS)?;
+    // The shared backend (`shared/`), on POSIX platforms only: without it the module has no
+    // `SharedCachedFunction` and `_make_shared`, and the Python layer says so at decoration.
+    #[cfg(not(unix))]
+    m.add("FAILPOINTS", false)?;
     #[cfg(unix)]
     {
+        m.add_function(wrap_pyfunction!(shared::make_shared, m)?)?;
+        m.add_function(wrap_pyfunction!(shared::set_failpoint, m)?)?;
+        m.add_function(wrap_pyfunction!(shared::after_fork_in_child, m)?)?;
+        m.add("FAILPOINTS", shared::FAILPOINTS)?;
         convert::init(py)?;
         m.add_class::<shared::SharedCachedFunction>()?;
         shared::install_vectorcall(py)?;

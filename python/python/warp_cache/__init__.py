@@ -38,20 +38,23 @@ from ._warp_cache import (
     MEMORY_MAX_SIZE_LIMIT as MEMORY_MAX_SIZE_LIMIT,
     CachedFunction,
     CacheInfo,
-    _after_fork_in_child,
     _make_memory,
-    _make_shared as _make_shared_native,
     _Ready,
 )
 
-# The shared backend's reusable buffers may be held by a thread that a forked child lacks.
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 try:  # absent where the platform has no shared backend (Windows)
-    from ._warp_cache import SharedCachedFunction
+    from ._warp_cache import (
+        SharedCachedFunction,
+        _after_fork_in_child,
+        _make_shared as _make_shared_native,
+    )
 except ImportError:  # pragma: no cover - non-POSIX platforms
     SharedCachedFunction = None
+    _make_shared_native = None
+else:
+    # The shared backend's reusable buffers may be held by a thread that a forked child lacks.
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = ["Backend", "CacheInfo", "CachedFunction", "SharedCachedFunction", "cache"]
 
@@ -172,12 +175,14 @@ def _make_shared(
     an in-process cache instead, with one ``RuntimeWarning`` naming the cause and the fix, and
     ``cache_info().fallback`` / ``cache_parameters()["fallback"]`` say so. ``WARP_CACHE_STRICT=1``
     turns that into the error instead. Bad parameters are always errors."""
-    if SharedCachedFunction is None:  # no shared backend here: the native call raises
-        name = ""
-    else:
-        from . import _shared
+    if _make_shared_native is None:
+        raise RuntimeError(
+            "backend='shared' is not available on this platform (it needs POSIX shared "
+            "memory: Linux or macOS); use backend='memory'"
+        )
+    from . import _shared
 
-        name = _shared.cache_name(func)
+    name = _shared.cache_name(func)
     try:
         return _make_shared_native(
             func,
@@ -190,7 +195,7 @@ def _make_shared(
         )
     except (OSError, RuntimeError) as exc:
         # (Not enough space for the files stays a MemoryError at decoration.)
-        if _strict() or SharedCachedFunction is None:
+        if _strict():
             raise
         cause = _fallback_cause(exc)
         qualname = getattr(func, "__qualname__", repr(func))
