@@ -19,7 +19,6 @@
 use std::mem::offset_of;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::slice;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -27,19 +26,23 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyTuple};
 use pyo3::PyTraverseError;
-use warp_cache_core::clock::{monotonic_now_ns, ttl_seconds_to_ns};
+use warp_cache_core::clock::monotonic_now_ns;
 use warp_cache_core::mem::{Displaced, Hit, Lookup, MemStore, SlotRef, MAX_SIZE_LIMIT};
 use warp_cache_core::Error;
 
 use crate::awaitable::{KeyHandle, Ready};
-use crate::call_shell;
+use crate::call_shell::{self, attached, into_result_ptr, split_vector_args};
 use crate::cell::{count_hit, count_miss, Store, StoreCell};
 use crate::errors::{guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key::{self, CallKey, KeyView, KwItems, Quick, StoredKey};
+use crate::params::ttl_ns_of;
 
+mod make;
 mod miss;
+
+pub use make::{install_vectorcall, make_memory};
 
 /// How many times an insert re-scans after Python code changed the store under it before it
 /// inserts anyway (a duplicate of an equal key is then possible; it is harmless: it only
@@ -670,16 +673,6 @@ unsafe fn release_displaced(displaced: Displaced<StoredKey, Py<PyAny>>) {
     }
 }
 
-pub(crate) fn into_result_ptr(py: Python<'_>, result: PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
-    match result {
-        Ok(value) => value.into_ptr(),
-        Err(err) => {
-            err.restore(py);
-            ptr::null_mut()
-        }
-    }
-}
-
 /// # Safety
 /// As [`vectorcall_entry`].
 #[inline(always)]
@@ -764,149 +757,4 @@ unsafe fn vectorcall_fast(
             into_result_ptr(py, result)
         })
     }
-}
-
-/// Runs `body` under pyo3's bookkeeping for a thread that is already attached, exactly as
-/// pyo3's own slot trampolines do (so `Py` drops inside release at once), without
-/// `Python::attach`'s `PyGILState_Ensure` round trip. The trampoline only forwards its first
-/// argument to the callback, so it carries a pointer to the closure.
-///
-/// # Safety
-/// The calling thread is attached to the interpreter.
-pub(crate) unsafe fn attached<F>(body: F) -> *mut ffi::PyObject
-where
-    F: FnOnce(Python<'_>) -> *mut ffi::PyObject,
-{
-    /// # Safety
-    /// `context` is the `Option<F>` passed by `attached`, alive for the call.
-    unsafe fn run<F>(py: Python<'_>, context: *mut ffi::PyObject) -> PyResult<*mut ffi::PyObject>
-    where
-        F: FnOnce(Python<'_>) -> *mut ffi::PyObject,
-    {
-        // SAFETY: function contract: `context` points at `attached`'s live `Option<F>`.
-        let body = unsafe { &mut *context.cast::<Option<F>>() };
-        Ok(match body.take() {
-            Some(body) => body(py),
-            None => ptr::null_mut(),
-        })
-    }
-    let mut body = Some(body);
-    // SAFETY: the thread is attached (function contract); the trampoline passes the pointer
-    // through untouched to `run::<F>`, which reads it while `body` is alive on this frame.
-    unsafe {
-        pyo3::impl_::trampoline::noargs(
-            ptr::from_mut(&mut body).cast::<ffi::PyObject>(),
-            ptr::null_mut(),
-            run::<F>,
-        )
-    }
-}
-
-/// Positional arguments, keyword names and keyword values of a vectorcall.
-///
-/// # Safety
-/// Vectorcall protocol: `args` has `PyVectorcall_NARGS(nargsf)` positional arguments then
-/// one value per name in `kwnames` (null or a tuple of str), all alive for `'a`.
-#[inline(always)]
-pub(crate) unsafe fn split_vector_args<'a>(
-    args: *const *mut ffi::PyObject,
-    nargsf: usize,
-    kwnames: *mut ffi::PyObject,
-) -> (
-    &'a [*mut ffi::PyObject],
-    &'a [*mut ffi::PyObject],
-    &'a [*mut ffi::PyObject],
-) {
-    // SAFETY: function contract.
-    unsafe {
-        let nargs = ffi::PyVectorcall_NARGS(nargsf) as usize;
-        let kw_names = if kwnames.is_null() {
-            &[][..]
-        } else {
-            key::tuple_items(kwnames)
-        };
-        let all = if nargs + kw_names.len() == 0 {
-            &[][..]
-        } else {
-            slice::from_raw_parts(args, nargs + kw_names.len())
-        };
-        let (positional, kw_values) = all.split_at(nargs);
-        (positional, kw_names, kw_values)
-    }
-}
-
-/// Gives `CachedFunction` a vectorcall slot: pyo3 0.27 has no `#[pyclass]` option for it,
-/// so after the type is created its `tp_vectorcall_offset` is pointed at the `vectorcall`
-/// field and `Py_TPFLAGS_HAVE_VECTORCALL` is set. Returns whether it was installed
-/// (`WARP_CACHE_NO_VECTORCALL=1` keeps plain `tp_call`, for measurements).
-pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
-    let probe = Py::new(
-        py,
-        CachedFunction::new(py.None(), MemStore::new(1, None).map_err(to_py)?, None),
-    )?;
-    let contents_offset = CONTENTS_OFFSET.measure(&probe)?;
-    function_type::install_vectorcall::<CachedFunction>(
-        py,
-        contents_offset,
-        offset_of!(CachedFunction, vectorcall),
-    )
-}
-
-/// `max_size` for the memory backend: a positive int up to [`MAX_SIZE_LIMIT`].
-fn memory_max_size(max_size: &Bound<'_, PyAny>) -> PyResult<u32> {
-    if max_size.is_instance_of::<PyBool>() || !max_size.is_instance_of::<pyo3::types::PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "max_size must be a positive int, got {}",
-            max_size.repr()?
-        )));
-    }
-    match max_size.extract::<i128>() {
-        Ok(n) if n < 1 => Err(to_py(Error::invalid_argument(format!(
-            "max_size must be a positive int, got {n}"
-        )))),
-        Ok(n) if n <= i128::from(MAX_SIZE_LIMIT) => Ok(n as u32),
-        _ => Err(to_py(Error::invalid_argument(format!(
-            "max_size must be at most {MAX_SIZE_LIMIT} for the memory backend, got {}",
-            max_size.repr()?
-        )))),
-    }
-}
-
-/// `ttl` in seconds (`None`, or finite and >= 0) to nanoseconds; a positive ttl is at least
-/// 1 ns so that only `ttl=0` means "store nothing".
-pub(crate) fn ttl_ns_of(ttl: Option<f64>) -> PyResult<Option<u64>> {
-    match ttl {
-        None => Ok(None),
-        Some(seconds) if !seconds.is_finite() || seconds < 0.0 => {
-            Err(to_py(Error::invalid_argument(format!(
-                "ttl must be a finite number of seconds >= 0 or None, got {seconds}"
-            ))))
-        }
-        Some(0.0) => Ok(Some(0)),
-        Some(seconds) => Ok(Some(ttl_seconds_to_ns(seconds).max(1))),
-    }
-}
-
-/// Creates the memory-backend wrapper of `func` (the Python layer has validated the
-/// arguments; they are checked again here).
-#[pyfunction]
-#[pyo3(name = "_make_memory", signature = (func, max_size, ttl, async_helper = None))]
-pub fn make_memory(
-    py: Python<'_>,
-    func: Py<PyAny>,
-    max_size: &Bound<'_, PyAny>,
-    ttl: Option<f64>,
-    async_helper: Option<Py<PyAny>>,
-) -> PyResult<Py<CachedFunction>> {
-    guard(|| {
-        if !func.bind(py).is_callable() {
-            return Err(PyTypeError::new_err("cache() needs a callable"));
-        }
-        let store = MemStore::new(memory_max_size(max_size)?, ttl_ns_of(ttl)?).map_err(to_py)?;
-        let async_state = async_helper.map(|helper| AsyncState {
-            helper,
-            inflight: PyDict::new(py).unbind(),
-        });
-        Py::new(py, CachedFunction::new(func, store, async_state))
-    })
 }

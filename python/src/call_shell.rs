@@ -15,9 +15,12 @@
 //! function and CPython.
 
 use std::any::Any;
-use std::ptr;
+use std::{ptr, slice};
 
 use pyo3::ffi;
+use pyo3::prelude::*;
+
+use crate::key;
 
 use crate::errors::panic_message;
 
@@ -98,4 +101,83 @@ pub fn slot_of(entry: Entry) -> ffi::vectorcallfunc {
     // unwind may leave the function, which CPython (C code with unwind tables) lets through.
     // Rust never calls through the slot; CPython does.
     unsafe { std::mem::transmute::<Entry, ffi::vectorcallfunc>(entry) }
+}
+
+pub(crate) fn into_result_ptr(py: Python<'_>, result: PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
+    match result {
+        Ok(value) => value.into_ptr(),
+        Err(err) => {
+            err.restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Runs `body` under pyo3's bookkeeping for a thread that is already attached, exactly as
+/// pyo3's own slot trampolines do (so `Py` drops inside release at once), without
+/// `Python::attach`'s `PyGILState_Ensure` round trip. The trampoline only forwards its first
+/// argument to the callback, so it carries a pointer to the closure.
+///
+/// # Safety
+/// The calling thread is attached to the interpreter.
+pub(crate) unsafe fn attached<F>(body: F) -> *mut ffi::PyObject
+where
+    F: FnOnce(Python<'_>) -> *mut ffi::PyObject,
+{
+    /// # Safety
+    /// `context` is the `Option<F>` passed by `attached`, alive for the call.
+    unsafe fn run<F>(py: Python<'_>, context: *mut ffi::PyObject) -> PyResult<*mut ffi::PyObject>
+    where
+        F: FnOnce(Python<'_>) -> *mut ffi::PyObject,
+    {
+        // SAFETY: function contract: `context` points at `attached`'s live `Option<F>`.
+        let body = unsafe { &mut *context.cast::<Option<F>>() };
+        Ok(match body.take() {
+            Some(body) => body(py),
+            None => ptr::null_mut(),
+        })
+    }
+    let mut body = Some(body);
+    // SAFETY: the thread is attached (function contract); the trampoline passes the pointer
+    // through untouched to `run::<F>`, which reads it while `body` is alive on this frame.
+    unsafe {
+        pyo3::impl_::trampoline::noargs(
+            ptr::from_mut(&mut body).cast::<ffi::PyObject>(),
+            ptr::null_mut(),
+            run::<F>,
+        )
+    }
+}
+
+/// Positional arguments, keyword names and keyword values of a vectorcall.
+///
+/// # Safety
+/// Vectorcall protocol: `args` has `PyVectorcall_NARGS(nargsf)` positional arguments then
+/// one value per name in `kwnames` (null or a tuple of str), all alive for `'a`.
+#[inline(always)]
+pub(crate) unsafe fn split_vector_args<'a>(
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> (
+    &'a [*mut ffi::PyObject],
+    &'a [*mut ffi::PyObject],
+    &'a [*mut ffi::PyObject],
+) {
+    // SAFETY: function contract.
+    unsafe {
+        let nargs = ffi::PyVectorcall_NARGS(nargsf) as usize;
+        let kw_names = if kwnames.is_null() {
+            &[][..]
+        } else {
+            key::tuple_items(kwnames)
+        };
+        let all = if nargs + kw_names.len() == 0 {
+            &[][..]
+        } else {
+            slice::from_raw_parts(args, nargs + kw_names.len())
+        };
+        let (positional, kw_values) = all.split_at(nargs);
+        (positional, kw_names, kw_values)
+    }
 }

@@ -16,7 +16,7 @@ use pyo3::PyClass;
 
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::cached::split_vector_args;
+use crate::call_shell::split_vector_args;
 use crate::errors::guard;
 use crate::python_call;
 

@@ -12,6 +12,7 @@ mod errors;
 mod function_type;
 mod info;
 mod key;
+mod params;
 mod prefetch;
 mod python_call;
 #[cfg(unix)]

@@ -14,8 +14,9 @@ use std::ptr;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use super::{attached, clock, release_displaced, CachedFunction, MissAt};
+use super::{clock, release_displaced, CachedFunction, MissAt};
 use crate::call_shell;
+use crate::call_shell::attached;
 use crate::errors::guard;
 use crate::key::StoredKey;
 use crate::prefetch;

@@ -7,7 +7,7 @@
 //! slow path), one fixed-seed hash, one lock-free seqlock read that copies the value bytes
 //! out once, one decode. It runs before pyo3's attach bookkeeping (it creates no `Py`), like
 //! the memory backend's quick path; everything else (pickling, misses, async) runs through
-//! it ([`crate::cached::attached`]).
+//! it ([`crate::call_shell::attached`]).
 //!
 //! Rules of the shared backend (issue 3; tests in `tests/python/test_shared_*.py`):
 //! * a hit returns exactly the type the miss returned (`convert.rs`, INV-4);
@@ -46,13 +46,14 @@ use warp_cache_core::shm::{failpoint, key_hash, ShmConfig, ShmStore};
 use warp_cache_core::Error;
 
 use crate::awaitable::Ready;
-use crate::cached::{attached, split_vector_args, ttl_ns_of};
 use crate::call_shell;
+use crate::call_shell::{attached, split_vector_args};
 use crate::convert::{self, DecodeFailure, Encoded};
 use crate::errors::{guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key;
+use crate::params::ttl_ns_of;
 
 use entry::vectorcall_entry;
 use scratch::{put_scratch, scratch_slot, take_scratch, Scratch};

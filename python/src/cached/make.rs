@@ -1,0 +1,66 @@
+//! Creating a memory-backend cached function from Python, and giving its type a vectorcall
+//! slot.
+
+// A part of cached.rs, split out for size: it uses the module's items and imports.
+use super::*;
+
+/// Gives `CachedFunction` a vectorcall slot: pyo3 0.27 has no `#[pyclass]` option for it,
+/// so after the type is created its `tp_vectorcall_offset` is pointed at the `vectorcall`
+/// field and `Py_TPFLAGS_HAVE_VECTORCALL` is set. Returns whether it was installed
+/// (`WARP_CACHE_NO_VECTORCALL=1` keeps plain `tp_call`, for measurements).
+pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
+    let probe = Py::new(
+        py,
+        CachedFunction::new(py.None(), MemStore::new(1, None).map_err(to_py)?, None),
+    )?;
+    let contents_offset = CONTENTS_OFFSET.measure(&probe)?;
+    function_type::install_vectorcall::<CachedFunction>(
+        py,
+        contents_offset,
+        offset_of!(CachedFunction, vectorcall),
+    )
+}
+
+/// `max_size` for the memory backend: a positive int up to [`MAX_SIZE_LIMIT`].
+fn memory_max_size(max_size: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if max_size.is_instance_of::<PyBool>() || !max_size.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "max_size must be a positive int, got {}",
+            max_size.repr()?
+        )));
+    }
+    match max_size.extract::<i128>() {
+        Ok(n) if n < 1 => Err(to_py(Error::invalid_argument(format!(
+            "max_size must be a positive int, got {n}"
+        )))),
+        Ok(n) if n <= i128::from(MAX_SIZE_LIMIT) => Ok(n as u32),
+        _ => Err(to_py(Error::invalid_argument(format!(
+            "max_size must be at most {MAX_SIZE_LIMIT} for the memory backend, got {}",
+            max_size.repr()?
+        )))),
+    }
+}
+
+/// Creates the memory-backend wrapper of `func` (the Python layer has validated the
+/// arguments; they are checked again here).
+#[pyfunction]
+#[pyo3(name = "_make_memory", signature = (func, max_size, ttl, async_helper = None))]
+pub fn make_memory(
+    py: Python<'_>,
+    func: Py<PyAny>,
+    max_size: &Bound<'_, PyAny>,
+    ttl: Option<f64>,
+    async_helper: Option<Py<PyAny>>,
+) -> PyResult<Py<CachedFunction>> {
+    guard(|| {
+        if !func.bind(py).is_callable() {
+            return Err(PyTypeError::new_err("cache() needs a callable"));
+        }
+        let store = MemStore::new(memory_max_size(max_size)?, ttl_ns_of(ttl)?).map_err(to_py)?;
+        let async_state = async_helper.map(|helper| AsyncState {
+            helper,
+            inflight: PyDict::new(py).unbind(),
+        });
+        Py::new(py, CachedFunction::new(func, store, async_state))
+    })
+}
