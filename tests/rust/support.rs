@@ -31,6 +31,11 @@ pub fn shared_traces_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// Whether `CI=true` (the CI job, which must have `../shared` beside the checkout).
+pub fn running_in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
 /// Where a trace lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraceSource {
@@ -58,9 +63,13 @@ pub fn locate_trace(source: TraceSource, relative: &str) -> Result<PathBuf, Stri
         TraceSource::Shared => match shared_traces_dir() {
             Some(dir) => dir.join(relative),
             None => {
-                return Err(format!(
+                let reason = format!(
                     "skipping {relative}: the shared traces folder (../shared/traces or $WARP_CACHE_TRACES) is absent"
-                ))
+                );
+                // CI runs beside ../shared: there a missing trace folder is a failure, never a
+                // silent pass (scripts/test-all.sh prints the count skipped elsewhere).
+                assert!(!running_in_ci(), "CI=true: {reason}");
+                return Err(reason);
             }
         },
     };
