@@ -250,12 +250,14 @@ impl ShmStore {
                 return false;
             };
             let owners = self.owner_check(view.generation, me);
-            if owners.owner_alive(view.lock.owner()) || odd.recoveries >= 2 {
+            // Recovery takes the lock from this owner only, not from whoever holds it by then.
+            let owner = view.lock.owner();
+            if owners.owner_alive(owner) || odd.recoveries >= 2 {
                 return false;
             }
             odd.recoveries += 1;
             if let Some(full) = view.full() {
-                self.recover_interrupted(&full);
+                self.recover_interrupted(&full, owner);
             }
             true
         };

@@ -1,6 +1,7 @@
 //! Unit tests of the shared store.
 
 use super::super::layout::{word, DataHeader};
+use crate::policy;
 
 use super::*;
 
@@ -192,6 +193,64 @@ fn an_interrupted_write_is_reset_by_the_next_writer() {
     assert_eq!(out, b"v2");
     store.validate().unwrap();
     assert_eq!(store.info().unwrap().resets, 1);
+}
+
+/// INV-8: a reader's recovery takes the lock only from the owner it judged dead. Here the
+/// reader judged `DEAD` dead (it died inside a section), then a live writer took the lock
+/// over from `DEAD` and is inside its own section (resetting the torn table and writing slot
+/// 0) when the reader's recovery runs: the recovery must leave that writer alone, not take
+/// its lock and reset the table under it (the simulator's "SIEVE list corrupt at slot 0").
+#[test]
+fn a_reader_recovers_only_from_the_owner_it_judged_dead() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"a", b"1", 0).unwrap();
+    let view = store.view().unwrap();
+    const DEAD: u64 = 0x0dead;
+    const LIVE: u64 = 0x11fe;
+    assert!(view.lock.try_lock(DEAD));
+    // DEAD dies inside its section; a reader sees the odd sequence and judges DEAD dead.
+    let _abandoned = view.lock.write_begin(DEAD).unwrap();
+    // A live writer takes over from DEAD first and starts its section.
+    assert!(view.lock.take_over(DEAD, LIVE));
+    let live = view.lock.write_begin(LIVE).unwrap();
+    assert!(live.interrupted);
+    let live_epoch = store.reset_structures(&view);
+    let slot = view.arena.alloc().unwrap();
+    assert_eq!(slot, 0);
+    view.arena
+        .write_entry(slot, key_hash(b"b"), b"b", b"2", 0, live_epoch);
+    // Now the reader's recovery from DEAD runs.
+    store.recover_interrupted(&view, DEAD);
+    assert_eq!(view.lock.owner(), LIVE, "the live writer keeps its lock");
+    assert_eq!(
+        store.info().unwrap().resets,
+        1,
+        "no reset under the live writer"
+    );
+    // The live writer finishes its insert and its section.
+    policy::insert(&mut view.slots(), slot).unwrap();
+    view.table.insert(key_hash(b"b"), slot).unwrap();
+    assert!(view.lock.write_end(live), "the live writer's section ends");
+    assert!(view.lock.unlock(LIVE));
+    store.validate().unwrap();
+    let mut out = Vec::new();
+    assert!(store.get(b"b", 0, &mut out).unwrap());
+    assert_eq!(out, b"2");
+    assert_eq!(
+        store.info().unwrap().takeovers,
+        0,
+        "the test's takeover is not counted"
+    );
+    // A reader that found the lock free (owner 0) does not take it from a writer that took
+    // it since either.
+    assert!(view.lock.try_lock(LIVE));
+    let section = view.lock.write_begin(LIVE).unwrap();
+    store.recover_interrupted(&view, 0);
+    assert_eq!(view.lock.owner(), LIVE);
+    assert!(view.lock.write_end(section));
+    assert!(view.lock.unlock(LIVE));
+    assert_eq!(store.info().unwrap().resets, 1);
+    store.validate().unwrap();
 }
 
 #[test]

@@ -233,8 +233,12 @@ impl ShmStore {
         epoch
     }
 
-    /// Recovery started by a reader that found an odd sequence and a dead (or no) writer.
-    pub(super) fn recover_interrupted(&self, view: &View<'_>) {
+    /// Recovery started by a reader that found an odd sequence and judged the lock's owner
+    /// `dead_owner` dead (0: no owner). The lock is taken only from that owner (an exact
+    /// compare-exchange, INV-8): by now a live writer may have taken it over from the dead
+    /// one, or taken it free, and be inside its own section; taking whatever owner is there
+    /// now would reset the table under that writer's feet.
+    pub(super) fn recover_interrupted(&self, view: &View<'_>, dead_owner: u64) {
         let Ok(me) = self.me() else {
             return;
         };
@@ -243,11 +247,10 @@ impl ShmStore {
             me,
             epoch: std::cell::Cell::new(view.epoch()),
         };
-        let owner = view.lock.owner();
-        let held = if owner == 0 {
+        let held = if dead_owner == 0 {
             view.lock.try_lock(me)
         } else {
-            let taken = view.lock.take_over(owner, me);
+            let taken = view.lock.take_over(dead_owner, me);
             if taken {
                 self.count_takeover(view);
             }
