@@ -90,7 +90,11 @@ fn trace_path(relative: &str) -> PathBuf {
 fn multi1_at_capacity_130_has_libcachesim_miss_ratio() {
     let path = trace_path("caffeine/lirs/multi1.trace.gz");
     let Ok(file) = std::fs::File::open(&path) else {
-        assert!(!warp_cache_tests::running_in_ci(), "CI=true: {} is absent", path.display());
+        assert!(
+            !warp_cache_tests::running_in_ci(),
+            "CI=true: {} is absent",
+            path.display()
+        );
         eprintln!("skipped: {} is absent", path.display());
         return;
     };
