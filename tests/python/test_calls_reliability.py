@@ -75,12 +75,49 @@ RECURSION_SCRIPT = """
 """
 
 
+# From 3.12 on, CPython bounds C-level recursion with its own counter (which
+# sys.setrecursionlimit does not raise): lru_cache then stops with RecursionError after a few
+# hundred to a few thousand levels, and so does a cached call (same Py_EnterRecursiveCall).
+C_RECURSION_COUNTER = sys.version_info >= (3, 12)
+
+
+@pytest.mark.skipif(C_RECURSION_COUNTER, reason="3.12+: the C recursion counter binds first")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_recursion_reaches_lru_cache_depth(backend, tmp_path):
     proc = run_code(
         RECURSION_SCRIPT.format(backend=backend, depth=LRU_CACHE_DEPTH_8_MIB), tmp_path
     )
     assert proc.stdout.strip() == str(LRU_CACHE_DEPTH_8_MIB)
+
+
+@pytest.mark.skipif(not C_RECURSION_COUNTER, reason="3.12+ only (before: the test above)")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recursion_reaches_lru_cache_depth_under_the_c_recursion_counter(backend, tmp_path):
+    # Both stop with RecursionError here (no crash), so measure both in one process.
+    code = f"""
+        import functools, sys
+        from warp_cache import cache
+        sys.setrecursionlimit(1_000_000)
+
+        def deepest(decorate):
+            low, high = 1, 100_000
+            while high - low > 1:
+                middle = (low + high) // 2
+                down = decorate(lambda n: 0 if n == 0 else down(n - 1) + 1)
+                down.cache_clear()  # a shared cache of the same code is the same cache
+                try:
+                    down(middle)
+                    low = middle
+                except RecursionError:
+                    high = middle
+            return low
+
+        lru = deepest(functools.lru_cache(maxsize=None))
+        ours = deepest(lambda f: cache(max_size=1_000_000, backend={backend!r})(f))
+        print(lru, ours)
+    """
+    lru, ours = map(int, run_code(code, tmp_path).stdout.split())
+    assert ours >= lru > 100
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -93,6 +130,7 @@ def test_recursion_beyond_the_stack_is_a_recursion_error(backend, tmp_path):
 def test_cpython_lru_recursion_fib(backend, tmp_path):
     # CPython's test_lru_recursion with the recursion limit raised, on the main thread; and
     # again after a clear (an emptied shared cache took another path).
+    depth = 400 if C_RECURSION_COUNTER else 10_000  # 3.12.1's lru_cache stops at 498
     code = f"""
         import sys
         from warp_cache import cache
@@ -102,13 +140,13 @@ def test_cpython_lru_recursion_fib(backend, tmp_path):
         def fib(n):
             return n if n <= 1 else fib(n - 1) + fib(n - 2)
 
-        first = fib(10_000)
+        first = fib({depth})
         fib.cache_clear()
-        again = fib(10_000)
+        again = fib({depth})
         print(first == again, first % 1_000_000_007)
     """
     proc = run_code(code, tmp_path)
-    assert proc.stdout.split() == ["True", str(fib_mod(10_000, 1_000_000_007))]
+    assert proc.stdout.split() == ["True", str(fib_mod(depth, 1_000_000_007))]
 
 
 def fib_mod(n, modulus):
