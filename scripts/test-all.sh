@@ -62,6 +62,30 @@ PYTHONMALLOC=debug "$venv/bin/python" -m pytest tests/python -q -rs -p no:cachep
 step "type stubs match the module (mypy.stubtest)"
 "$venv/bin/python" -m mypy.stubtest warp_cache
 
+# Every other CPython the machine has (pyenv: 3.9, 3.10, 3.12, 3.13): the extension installed
+# the way a user installs it (pip install ./python, no failpoints: those tests skip) into a venv
+# of its own, then pytest (without PYTHONMALLOC=debug, for time). WARP_PYTHONS overrides the
+# list; a version that is not installed is reported and skipped, except under CI=true.
+step "pytest on the other Pythons: ${WARP_PYTHONS:-3.9 3.10 3.12 3.13}"
+for version in ${WARP_PYTHONS:-3.9 3.10 3.12 3.13}; do
+  other=""
+  for candidate in "$(pyenv root 2>/dev/null)"/versions/"$version".*/bin/python "$(command -v "python$version" || true)"; do
+    if [ -x "$candidate" ]; then other="$candidate"; break; fi
+  done
+  if [ -z "$other" ]; then
+    echo "NOTE: Python $version not found: its pytest run is skipped"
+    [ "${CI:-}" = "true" ] && { echo "CI=true: Python $version is required" >&2; exit 1; }
+    continue
+  fi
+  other_venv="$root/.venv-$version"
+  [ -x "$other_venv/bin/python" ] || "$other" -m venv "$other_venv"
+  "$other_venv/bin/python" -m pip install --quiet --upgrade pip
+  "$other_venv/bin/python" -m pip install --quiet "pytest>=8" "pytest-asyncio>=0.23"
+  "$other_venv/bin/python" -m pip install --quiet --force-reinstall --no-deps ./python
+  echo "-- Python $version ($other)"
+  "$other_venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
+done
+
 step "simulator smoke: multi-process replay with faults, fixed + ${WARP_SIM_SEEDS:-3} random seeds"
 bash scripts/sim-smoke.sh
 
