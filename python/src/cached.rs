@@ -625,12 +625,16 @@ unsafe extern "C-unwind" fn vectorcall_entry(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: function contract, passed on.
-    let first = unsafe { begin_call(callable, args, nargsf, kwnames) };
-    if first != call_shell::call_function() {
-        return first;
+    unsafe {
+        call_shell::vectorcall(
+            callable,
+            args,
+            nargsf,
+            kwnames,
+            begin_call,
+            miss::call_pending,
+        )
     }
-    // SAFETY: attached thread; `begin_call` pushed this call's pending miss.
-    unsafe { miss::call_pending() }
 }
 
 /// The first half of a call (see [`vectorcall_entry`]), out of line so that its frame is not
@@ -646,11 +650,7 @@ unsafe fn begin_call(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: function contract, passed on.
-    let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
-        vectorcall_fast(callable, args, nargsf, kwnames)
-    }));
-    // SAFETY: attached thread (function contract).
-    outcome.unwrap_or_else(|payload| unsafe { call_shell::panic_result(payload) })
+    unsafe { call_shell::contained(|| vectorcall_fast(callable, args, nargsf, kwnames)) }
 }
 
 /// Releases what an insert displaced with plain `Py_DECREF`s (a `__del__` may run and call

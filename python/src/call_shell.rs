@@ -181,3 +181,64 @@ pub(crate) unsafe fn split_vector_args<'a>(
         (positional, kw_names, kw_values)
     }
 }
+
+/// The whole vectorcall entry of a backend: `begin`, then (on a decided miss) `call_pending`.
+/// Inlined into each backend's entry, so its frame stays as small as the call needs.
+///
+/// # Safety
+/// As the backends' entries (vectorcall protocol, attached thread); `begin` and
+/// `call_pending` follow the protocol described at the top of this file.
+#[inline(always)]
+pub unsafe fn vectorcall(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+    begin: unsafe fn(
+        *mut ffi::PyObject,
+        *const *mut ffi::PyObject,
+        usize,
+        *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject,
+    call_pending: unsafe fn() -> *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: function contract, passed on.
+    let first = unsafe { begin(callable, args, nargsf, kwnames) };
+    if first != call_function() {
+        return first;
+    }
+    // SAFETY: attached thread; `begin` pushed this call's pending miss.
+    unsafe { call_pending() }
+}
+
+/// Runs `body` with panics contained (a panic becomes a `RuntimeError` and NULL).
+///
+/// # Safety
+/// The thread is attached.
+#[inline(always)]
+pub unsafe fn contained(body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    // SAFETY: attached thread (function contract).
+    outcome.unwrap_or_else(|payload| unsafe { panic_result(payload) })
+}
+
+/// Makes the innermost pending call (`top`, as the backend's stack holds it) and hands its
+/// result to `finish`.
+///
+/// # Safety
+/// The thread is attached; `top` is this thread's innermost pending miss, recorded by the
+/// `begin` of the call being made, and `finish` pops it.
+#[inline(always)]
+pub unsafe fn run_pending(
+    top: Option<Call>,
+    finish: unsafe fn(*mut ffi::PyObject) -> *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let Some(call) = top else {
+        // SAFETY: attached thread (function contract).
+        return unsafe { unmatched_finish(ptr::null_mut()) };
+    };
+    // SAFETY: the caller's vector, alive for the call (recorded by `begin`).
+    let result = unsafe { call.run() };
+    // SAFETY: function contract.
+    unsafe { finish(result) }
+}

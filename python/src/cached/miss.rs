@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use pyo3::ffi;
@@ -68,15 +67,9 @@ pub(super) fn push(
 /// `begin` of the call being made.
 #[inline(never)]
 pub(super) unsafe fn call_pending() -> *mut ffi::PyObject {
-    let call = PENDING.with(|pending| pending.borrow().last().map(|top| top.call));
-    let Some(call) = call else {
-        // SAFETY: attached thread (function contract).
-        return unsafe { call_shell::unmatched_finish(ptr::null_mut()) };
-    };
-    // SAFETY: the caller's vector, alive for the call (recorded by `begin`).
-    let result = unsafe { call.run() };
-    // SAFETY: function contract.
-    unsafe { finish(result) }
+    let top = PENDING.with(|pending| pending.borrow().last().map(|top| top.call));
+    // SAFETY: function contract; `finish` pops `top`.
+    unsafe { call_shell::run_pending(top, finish) }
 }
 
 /// Stores `result` (a new reference, or NULL with an exception set) under the innermost
@@ -94,9 +87,7 @@ unsafe fn finish(result: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: the caller holds the function for the whole call (recorded by `begin`).
     let this = unsafe { &*pending.this };
     // SAFETY: function contract, passed on.
-    let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { store(this, pending, result) }));
-    // SAFETY: attached thread (function contract).
-    outcome.unwrap_or_else(|payload| unsafe { call_shell::panic_result(payload) })
+    unsafe { call_shell::contained(|| store(this, pending, result)) }
 }
 
 /// # Safety

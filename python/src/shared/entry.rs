@@ -21,12 +21,7 @@ pub(super) unsafe extern "C-unwind" fn vectorcall_entry(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: function contract, passed on.
-    let first = unsafe { begin_call(callable, args, nargsf, kwnames) };
-    if first != call_shell::call_function() {
-        return first;
-    }
-    // SAFETY: attached thread; `begin_call` pushed this call's pending miss.
-    unsafe { call_pending() }
+    unsafe { call_shell::vectorcall(callable, args, nargsf, kwnames, begin_call, call_pending) }
 }
 
 /// The `SharedCachedFunction` inside `callable`.
@@ -72,11 +67,7 @@ unsafe fn begin_call(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: function contract, passed on.
-    let outcome = catch_unwind(AssertUnwindSafe(|| unsafe {
-        vectorcall_body(callable, args, nargsf, kwnames)
-    }));
-    // SAFETY: attached thread (function contract).
-    outcome.unwrap_or_else(|payload| unsafe { call_shell::panic_result(payload) })
+    unsafe { call_shell::contained(|| vectorcall_body(callable, args, nargsf, kwnames)) }
 }
 
 /// # Safety
@@ -145,15 +136,9 @@ unsafe fn vectorcall_body(
 /// `begin_call` of the call being made.
 #[inline(never)]
 unsafe fn call_pending() -> *mut ffi::PyObject {
-    let call = PENDING.with(|stack| stack.borrow().last().map(|top| top.call));
-    let Some(call) = call else {
-        // SAFETY: attached thread (function contract).
-        return unsafe { call_shell::unmatched_finish(ptr::null_mut()) };
-    };
-    // SAFETY: the caller's vector, alive for the call (recorded by `begin_call`).
-    let result = unsafe { call.run() };
-    // SAFETY: function contract.
-    unsafe { finish_call(result) }
+    let top = PENDING.with(|stack| stack.borrow().last().map(|top| top.call));
+    // SAFETY: function contract; `finish_call` pops `top`.
+    unsafe { call_shell::run_pending(top, finish_call) }
 }
 
 /// Stores `result` (a new reference, or NULL with an exception set) under the innermost
