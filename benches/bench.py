@@ -8,7 +8,7 @@ build of the extension:
 Every row times the same call loop for each contender, `--repeats` times, interleaved so that
 machine noise hits every contender alike, and prints the median throughput, the spread
 (min..max of the per-repeat ratio) and the ratio of medians to `functools.lru_cache`. The run
-ends with the issue-5 summary: one line per target with the median of the per-repeat ratios,
+ends with the targets' summary (docs/performance.md): one line per target with the median of the per-repeat ratios,
 their spread and whether the target is met. The load average is printed before and after: on
 a shared machine, quote medians of repeats and the spread.
 """
@@ -146,8 +146,8 @@ def print_row(row: Row) -> None:
 
 
 def print_summary(rows: list[Row]) -> None:
-    """The issue-5 table: median of the per-repeat ratios of each row's subject, the spread."""
-    print("\n## summary (issue 5 targets; ratio = median of per-repeat ratios, spread = min..max)")
+    """The targets' table: median of the per-repeat ratios of each row's subject, the spread."""
+    print("\n## summary (performance targets; ratio = median of per-repeat ratios, spread = min..max)")
     print(f"  {'workload':<60} {'target':>8} {'ratio':>7}  {'spread':<11}  result")
     for row in rows:
         if row.subject not in row.ratios:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded fuzz run of every cargo-fuzz target (issue 4, CI gate): builds the targets on the
+# Bounded fuzz run of every cargo-fuzz target (a CI gate): builds the targets on the
 # nightly toolchain, runs each for $WARP_FUZZ_SECONDS from a scratch copy of its committed
 # seeds and reproducers (the committed corpus never grows by accident), and exits non-zero
 # if any target found a crash, a timeout (hang) or an out-of-memory, printing the reproducer.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Simulator smoke run (CI gate, issue 4 item 5): the multi-process replay with faults on and
+# Simulator smoke run (a CI gate): the multi-process replay with faults on and
 # 4 workers over a committed generated trace (10% of requests forced writes), for
 #   * every seed in corpora/sim-seeds/seeds.txt (seeds that once failed),
 #   * a few fixed seeds,

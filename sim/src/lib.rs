@@ -1,4 +1,4 @@
-//! warp_cache's simulator (issues 2 and 4): trace readers ([`trace`]), a seeded trace
+//! warp_cache's simulator: trace readers ([`trace`]), a seeded trace
 //! generator ([`gen`]), the policies compared in reports ([`policies`]: production SIEVE of
 //! both backends, reference SIEVE, LRU, FIFO, Belady's optimal), hit-rate reports as a table,
 //! JSON or SVG ([`report`]), the multi-process replay with fault injection ([`mp`]) and the

@@ -1,4 +1,4 @@
-//! Hit-rate cross-check against libCacheSim (issue 2, item 4), without Python.
+//! Hit-rate cross-check against libCacheSim, without Python.
 //!
 //! `corpora/oracle/libcachesim_sieve.json` holds libCacheSim 0.3.5's miss counts (written by
 //! `tests/python/oracle_libcachesim.py --write`; `tests/python/test_libcachesim_oracle.py`

@@ -1,4 +1,4 @@
-//! Hit-rate snapshot gates (issue 4, item 4): one insta snapshot per trace holding the
+//! Hit-rate snapshot gates: one insta snapshot per trace holding the
 //! production SIEVE's and LRU's miss ratios at 1%, 5% and 10% of the trace's unique keys.
 //!
 //! Any change of a hit rate fails until it is reviewed and accepted deliberately:

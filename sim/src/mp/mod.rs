@@ -1,4 +1,4 @@
-//! Multi-process replay (issue 4, item 1): `sim --workers K --seed N [--faults]` replays a
+//! Multi-process replay: `sim --workers K --seed N [--faults]` replays a
 //! trace with K worker processes sharing one real shared-memory store
 //! (`warp_cache_core::shm::ShmStore` files in a per-run directory), under a schedule that is a
 //! pure function of the seed, with optional fault injection (SIGKILL at failpoints inside the
