@@ -49,9 +49,9 @@ fn finish(h: u64) -> u64 {
 }
 
 /// log2 of the keys per hash block of [`hash_single`]: 16 consecutive ints share one random
-/// spot of the index (16 control bytes, 16 8-byte slot entries: two cache lines). Measured
-/// on the 1e6-entry miss benchmark (docs/performance.md): blocks of 8, 16 and 32 keys give
-/// 0.64x, 0.70x and 0.70x of the 128-entry speed; a fully mixed hash 0.40x.
+/// spot of the index (16 control bytes, 16 8-byte slot entries: two cache lines). The block
+/// size was chosen on the 1e6-entry miss benchmark (docs/performance.md, "The miss path at a
+/// million entries").
 const BLOCK_BITS: u32 = 4;
 const SEED_BLOCK: u64 = 0x5851_f42d_4c95_7f2d;
 
@@ -62,8 +62,8 @@ const SEED_BLOCK: u64 = 0x5851_f42d_4c95_7f2d;
 /// new random index line every 16 keys instead of on every key, as `functools.lru_cache`'s
 /// dict does (its probe starts at `hash & mask`), without that layout's weakness in
 /// hashbrown: blocks land at random, so dense ranges of ints never form long runs of full
-/// buckets (hashbrown's probe would crawl through them: a plain `hash & mask` layout made
-/// the miss benchmark 15x slower when two dense ranges overlapped). Random keys stay random.
+/// buckets (hashbrown's probe would crawl through them when two dense ranges overlap:
+/// docs/performance.md). Random keys stay random.
 /// The store's index positions an entry by the hash's low 32 bits (its check word, INV-M5,
 /// from which it also derives hashbrown's tag), so the block layout holds for tables of up to
 /// 2^32 buckets; the bits above only sharpen the full-hash compare.

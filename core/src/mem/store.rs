@@ -392,8 +392,8 @@ impl<K, V> MemStore<K, V> {
     }
 
     /// Whether prefetch hints pay here: the index is too big to stay in the core's own caches
-    /// (below that size a hint's few instructions are pure cost: measured -3% on the
-    /// 128-entry miss loop).
+    /// (below that size a hint's few instructions are pure cost: docs/performance.md,
+    /// "Figures behind the code").
     #[inline]
     pub fn prefetch_pays(&self) -> bool {
         self.index_hint.bucket_mask >= PREFETCH_MIN_BUCKETS - 1

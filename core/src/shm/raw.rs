@@ -104,7 +104,7 @@ pub fn keep_presence_fd(fd: std::os::fd::OwnedFd) {
     }
 }
 
-/// The calling process's id. Cached (getpid is a real system call, ~150 ns here); a
+/// The calling process's id. Cached (getpid is a real system call: docs/performance.md); a
 /// `pthread_atfork` child handler clears the cache so a forked child sees its own pid.
 pub fn current_pid() -> u32 {
     let cached = PID_CACHE.load(Relaxed);

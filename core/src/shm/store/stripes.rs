@@ -3,8 +3,8 @@
 use super::STRIPE_REFRESH_COUNTS;
 
 /// A counter-stripe hint: the CPU of the thread using it, sampled once per
-/// [`STRIPE_REFRESH_COUNTS`] uses instead of on every count (`sched_getcpu` was ~30
-/// instructions of a ~40 ns hit). A migrated thread, or a forked child that inherited its
+/// [`STRIPE_REFRESH_COUNTS`] uses instead of on every count (`sched_getcpu` on every hit was a
+/// sizeable share of it: docs/performance.md, "Figures behind the code"). A migrated thread, or a forked child that inherited its
 /// parent's hint, moves to its own CPU's stripe within that many counts. Only contention
 /// depends on the stripe, never a count's correctness.
 ///
