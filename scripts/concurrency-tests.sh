@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Concurrency gates (issue 4, item 3): the shuttle tests (randomized schedules over the
+# Concurrency gates: the shuttle tests (randomized schedules over the
 # production code with the core's locks and atomics swapped for shuttle's) and the loom model
 # check of the production seqlock's memory ordering.
 #

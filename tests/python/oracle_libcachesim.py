@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""libCacheSim oracle for warp_cache's hit rates (issue 2, item 4).
+"""libCacheSim oracle for warp_cache's hit rates.
 
 Replays traces through libCacheSim (PyPI ``libcachesim``) at 1%, 5% and 10% of each trace's
 unique keys and records the miss counts of its ``Sieve`` (plus ``LRU``, ``FIFO`` and

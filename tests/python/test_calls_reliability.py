@@ -1,5 +1,5 @@
-"""A cached call must survive what a `functools.lru_cache` call survives (issue 9, items 2-4
-and 6): daemon threads inside cached calls at interpreter exit, deep recursion, Ctrl-C while
+"""A cached call must survive what a `functools.lru_cache` call survives:
+daemon threads inside cached calls at interpreter exit, deep recursion, Ctrl-C while
 a key or value is pickled, and values that can no longer be decoded.
 
 Crashes are checked in child processes (a crash there is a signal exit status, not a dead test

@@ -1,4 +1,4 @@
-"""Live libCacheSim check of the committed hit-rate oracle (issue 2, item 4).
+"""Live libCacheSim check of the committed hit-rate oracle.
 
 ``corpora/oracle/libcachesim_sieve.json`` holds libCacheSim's miss counts; the Rust test
 ``tests/rust/hit_rate_oracle.rs`` holds warp_cache's SIEVE to them. This test re-runs

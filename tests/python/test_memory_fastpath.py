@@ -1,4 +1,4 @@
-"""The memory backend's fast paths (issue 5): the vectorcall miss path that runs outside pyo3's
+"""The memory backend's fast paths: the vectorcall miss path that runs outside pyo3's
 bookkeeping, the miss counted by the quick lookup, and the block hash of single int keys.
 Each test pins a behaviour those optimisations could break."""
 

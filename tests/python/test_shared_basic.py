@@ -1,4 +1,4 @@
-"""Shared backend (backend="shared"), one process: the decorator's contract (issue 3 item 3).
+"""Shared backend (backend="shared"), one process: the decorator's contract.
 
 Every test runs with its own WARP_CACHE_DIR (conftest.py)."""
 

@@ -1,4 +1,4 @@
-"""Shared backend: which functions share a cache (issue 3 item 4: the cache name is derived
+"""Shared backend: which functions share a cache (the cache name is derived
 from __module__, __qualname__ and a fingerprint; see warp_cache/_shared.py for the rules)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared backend across processes (issue 3 items 4 and 5): fork and spawn share entries,
+"""Shared backend across processes: fork and spawn share entries,
 hash seeds do not matter, ttl is per process, clears reach everyone, cold starts race, files
 are replaced or unlinked under live processes."""
 

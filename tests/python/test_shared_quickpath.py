@@ -1,4 +1,4 @@
-"""Shared backend hit path (issue 5): a call with one exact int builds its key in a fixed
+"""Shared backend hit path: a call with one exact int builds its key in a fixed
 array, values of up to 48 bytes are copied to the stack, larger ones through the reusable
 buffer, and the buffers stay in place on a hit. These tests pin what those shortcuts must
 keep: keys that differ only in type or width never share an entry, values on both sides of

@@ -1,4 +1,4 @@
-"""Shared backend under hostile conditions (issue 3 items 2, 4 and 5): damaged and truncated
+"""Shared backend under hostile conditions: damaged and truncated
 files under live processes, writers stopped or killed inside the writer lock. The rule: every
 process keeps working, no call ever returns a wrong or torn value, no SIGBUS, no hang."""
 

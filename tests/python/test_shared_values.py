@@ -1,5 +1,5 @@
 """Shared backend: what a hit returns (exactly the type and value the miss returned) and how
-keys are told apart (issue 3 item 4: fast codec path for exact types only, pickle for the
+keys are told apart (fast codec path for exact types only, pickle for the
 rest; keys by bytes, never by ``hash()``)."""
 
 from __future__ import annotations

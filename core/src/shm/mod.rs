@@ -1,4 +1,4 @@
-//! Shared-memory store (issue 3): a cross-process SIEVE cache in two memory-mapped files.
+//! Shared-memory store: a cross-process SIEVE cache in two memory-mapped files.
 //!
 //! | module      | what                                                                 |
 //! |-------------|----------------------------------------------------------------------|

@@ -9,7 +9,7 @@
 //! the memory backend's quick path; everything else (pickling, misses, async) runs through
 //! it ([`crate::call_shell::attached`]).
 //!
-//! Rules of the shared backend (issue 3; tests in `tests/python/test_shared_*.py`):
+//! Rules of the shared backend (tests in `tests/python/test_shared_*.py`):
 //! * a hit returns exactly the type the miss returned (`convert.rs`, INV-4);
 //! * a result that cannot be pickled, or whose key or value is larger than `max_key_size` /
 //!   `max_value_size`, is returned and not cached (oversize ones are counted in
