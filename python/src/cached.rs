@@ -16,7 +16,7 @@
 //! The call enters through vectorcall when the type could be given a vectorcall slot (see
 //! [`install_vectorcall`]); `tp_call` (`__call__`) remains for callers that build a tuple.
 
-use std::mem::offset_of;
+use std::mem::{offset_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
@@ -609,10 +609,11 @@ impl CachedFunction {
 }
 
 /// The vectorcall entry of every `CachedFunction` (installed by [`install_vectorcall`]), in
-/// the shape of `call_shell.rs`: [`begin_call`] serves hits (without pyo3's trampoline: no
-/// `Py` is dropped on that path, so pyo3's attach bookkeeping is not needed) and everything
-/// but a decided synchronous miss; such a miss calls the wrapped function from the small
-/// frame of [`miss::call_pending`], which then stores the result. No panic escapes (INV-M4).
+/// the shape of `call_shell.rs`: its `begin` ([`vectorcall_fast`]) serves hits (without pyo3's
+/// trampoline: no `Py` is dropped on that path, so pyo3's attach bookkeeping is not needed)
+/// and everything but a decided synchronous miss; such a miss calls the wrapped function from
+/// this entry's small frame, then `cached/miss.rs` stores the result. No panic escapes
+/// (INV-M4).
 ///
 /// # Safety
 /// Called by CPython per the vectorcall protocol: `callable` is a live `CachedFunction`,
@@ -625,32 +626,7 @@ unsafe extern "C-unwind" fn vectorcall_entry(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: function contract, passed on.
-    unsafe {
-        call_shell::vectorcall(
-            callable,
-            args,
-            nargsf,
-            kwnames,
-            begin_call,
-            miss::call_pending,
-        )
-    }
-}
-
-/// The first half of a call (see [`vectorcall_entry`]), out of line so that its frame is not
-/// on the stack while the wrapped function runs.
-///
-/// # Safety
-/// As [`vectorcall_entry`].
-#[inline(never)]
-unsafe fn begin_call(
-    callable: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: usize,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: function contract, passed on.
-    unsafe { call_shell::contained(|| vectorcall_fast(callable, args, nargsf, kwnames)) }
+    unsafe { call_shell::vectorcall::<CachedFunction>(callable, args, nargsf, kwnames) }
 }
 
 /// Releases what an insert displaced with plain `Py_DECREF`s (a `__del__` may run and call
@@ -673,6 +649,8 @@ unsafe fn release_displaced(displaced: Displaced<StoredKey, Py<PyAny>>) {
     }
 }
 
+/// The memory backend's `begin`: a decided synchronous miss writes `pending`.
+///
 /// # Safety
 /// As [`vectorcall_entry`].
 #[inline(always)]
@@ -681,12 +659,12 @@ unsafe fn vectorcall_fast(
     args: *const *mut ffi::PyObject,
     nargsf: usize,
     kwnames: *mut ffi::PyObject,
+    pending: &mut MaybeUninit<miss::Pending>,
 ) -> *mut ffi::PyObject {
     // SAFETY: the thread is attached (vectorcall protocol); this is only a token.
     let py = unsafe { Python::assume_attached() };
     // SAFETY: `callable` is a live CachedFunction (only its type has this entry).
-    let slf = unsafe { Borrowed::from_ptr(py, callable).cast_unchecked::<CachedFunction>() };
-    let this = slf.get();
+    let this = unsafe { call_shell::contents_of::<CachedFunction>(callable) };
     // SAFETY: vectorcall protocol (function contract).
     let (positional, kw_names, kw_values) = unsafe { split_vector_args(args, nargsf, kwnames) };
     // Room for a keyword call's key items (only initialised for such calls).
@@ -726,13 +704,7 @@ unsafe fn vectorcall_fast(
                     Err(()) => return ptr::null_mut(),
                 }
             };
-            let call = call_shell::Call {
-                func: this.func.as_ptr(),
-                args,
-                nargsf,
-                kwnames,
-            };
-            miss::push(this, call, stored, key.hash, miss);
+            pending.write(miss::Pending::new(stored, key.hash, miss));
             return call_shell::call_function();
         }
         QuickLookup::Miss(miss) => Some(miss),

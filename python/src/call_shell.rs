@@ -1,20 +1,22 @@
-//! The shape of every cached call's vectorcall entry, shared by both backends:
+//! The shape of every cached call's vectorcall entry, shared by both backends (a
+//! [`Backend`]):
 //!
 //! 1. `begin` (out of line, panics contained): build the key, look up; a hit, an error or a
-//!    call that took the slow path returns its answer; a miss records what the insert will
-//!    need (and the [`Call`] to make) on a per-thread stack and answers [`call_function`].
-//! 2. The entry jumps to the backend's `call_pending`, which makes that call through
-//!    [`crate::python_call::vectorcall`] (forced-unwind guard, recursion and stack checks);
-//!    the hit path keeps nothing across `begin`, so it saves no registers.
-//! 3. `finish` (out of line, panics contained) pops what `begin` recorded, stores the result
-//!    and returns it.
+//!    call that took the slow path returns its answer; a decided miss writes what the insert
+//!    will need into the entry's frame and answers [`call_function`].
+//! 2. The entry then makes that call through [`crate::python_call::vectorcall`]
+//!    (forced-unwind guard, recursion and stack checks).
+//! 3. `finish` (out of line, panics contained) takes what `begin` wrote, stores the result and
+//!    returns it.
 //!
-//! The entry's own frame holds only what the call needs, so each level of a cached recursion
+//! The entry's own frame holds only the pending miss, so each level of a cached recursion
 //! costs little C stack (`begin` and `finish`, with their key buffers, are not on the stack
 //! while the wrapped function runs), and no `catch_unwind` frame stands between the wrapped
-//! function and CPython.
+//! function and CPython. The pending miss lives in the frame rather than in a per-thread
+//! stack: nothing to push, pop or match up, and a call can only finish what it began.
 
 use std::any::Any;
+use std::mem::MaybeUninit;
 use std::{ptr, slice};
 
 use pyo3::ffi;
@@ -24,7 +26,7 @@ use crate::key;
 
 use crate::errors::panic_message;
 
-/// The wrapped function and the caller's vector, as `begin` recorded them for the entry.
+/// The wrapped function and the caller's vector.
 #[derive(Clone, Copy)]
 pub struct Call {
     pub func: *mut ffi::PyObject,
@@ -64,26 +66,6 @@ pub unsafe fn panic_result(payload: Box<dyn Any + Send>) -> *mut ffi::PyObject {
         .unwrap_or_else(|_| c"internal error in warp_cache (please report it)".to_owned());
     // SAFETY: attached thread (function contract); a valid C string.
     unsafe { ffi::PyErr_SetString(ffi::PyExc_RuntimeError, message.as_ptr()) };
-    ptr::null_mut()
-}
-
-/// A `finish` without a matching `begin` (an adapter bug): reported, the result released.
-///
-/// # Safety
-/// The thread is attached; `result` is an owned reference or NULL.
-#[cold]
-pub unsafe fn unmatched_finish(result: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // SAFETY: function contract.
-    unsafe {
-        if !result.is_null() {
-            ffi::Py_DECREF(result);
-        }
-        ffi::PyErr_SetString(
-            ffi::PyExc_RuntimeError,
-            c"internal error in warp_cache: a call finished that never began (please report it)"
-                .as_ptr(),
-        );
-    }
     ptr::null_mut()
 }
 
@@ -182,33 +164,126 @@ pub(crate) unsafe fn split_vector_args<'a>(
     }
 }
 
-/// The whole vectorcall entry of a backend: `begin`, then (on a decided miss) `call_pending`.
-/// Inlined into each backend's entry, so its frame stays as small as the call needs.
+/// The Rust contents of `callable`, a live `T` (the entries' way from the raw object to their
+/// function, without pyo3's checks: only `T`'s type has the entry).
 ///
 /// # Safety
-/// As the backends' entries (vectorcall protocol, attached thread); `begin` and
-/// `call_pending` follow the protocol described at the top of this file.
+/// Attached thread; `callable` is a live `T`; the result is used while it is alive.
 #[inline(always)]
-pub unsafe fn vectorcall(
+pub(crate) unsafe fn contents_of<'a, T>(callable: *mut ffi::PyObject) -> &'a T
+where
+    T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync,
+{
+    // SAFETY: attached thread (function contract); only a token.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: function contract.
+    let object = unsafe { pyo3::Borrowed::from_ptr(py, callable).cast_unchecked::<T>() };
+    // SAFETY: the object outlives the use of the result (function contract).
+    unsafe { &*ptr::from_ref(object.get()) }
+}
+
+/// What a backend's entry does around the shared shape (see the top of this file).
+pub(crate) trait Backend {
+    /// What a decided miss needs for its insert, kept in the entry's frame during the call
+    /// (small: it is part of each level of a cached recursion).
+    type Pending;
+
+    /// Builds the key and looks up. Answers the call (a new reference, or NULL with an
+    /// exception set), or writes `pending` and answers [`call_function`].
+    ///
+    /// # Safety
+    /// Vectorcall protocol (`callable` is a live object of the backend's type, the arguments
+    /// are alive for the call), attached thread.
+    unsafe fn begin(
+        callable: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+        pending: &mut MaybeUninit<Self::Pending>,
+    ) -> *mut ffi::PyObject;
+
+    /// The wrapped function of `callable` (borrowed).
+    ///
+    /// # Safety
+    /// `callable` is a live object of the backend's type.
+    unsafe fn function(callable: *mut ffi::PyObject) -> *mut ffi::PyObject;
+
+    /// Stores `result` (a new reference, or NULL with an exception set) under `pending` and
+    /// returns it.
+    ///
+    /// # Safety
+    /// Attached thread; `pending` was written by the `begin` of the call of `callable` that
+    /// produced `result`, and `callable` is still alive.
+    unsafe fn finish(
+        callable: *mut ffi::PyObject,
+        pending: Self::Pending,
+        result: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject;
+}
+
+/// The whole vectorcall entry of backend `B`. Inlined into each backend's entry, so its frame
+/// holds only the pending miss and the caller's arguments.
+///
+/// # Safety
+/// As [`Backend::begin`].
+#[inline(always)]
+pub(crate) unsafe fn vectorcall<B: Backend>(
     callable: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: usize,
     kwnames: *mut ffi::PyObject,
-    begin: unsafe fn(
-        *mut ffi::PyObject,
-        *const *mut ffi::PyObject,
-        usize,
-        *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject,
-    call_pending: unsafe fn() -> *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    let mut pending = MaybeUninit::<B::Pending>::uninit();
     // SAFETY: function contract, passed on.
-    let first = unsafe { begin(callable, args, nargsf, kwnames) };
+    let first = unsafe { begin::<B>(callable, args, nargsf, kwnames, &mut pending) };
     if first != call_function() {
         return first;
     }
-    // SAFETY: attached thread; `begin` pushed this call's pending miss.
-    unsafe { call_pending() }
+    let call = Call {
+        // SAFETY: `callable` is live (function contract).
+        func: unsafe { B::function(callable) },
+        args,
+        nargsf,
+        kwnames,
+    };
+    // SAFETY: the caller's vector, alive for the call; attached thread.
+    let result = unsafe { call.run() };
+    // SAFETY: attached thread; `begin` answered `call_function`, which it does only after
+    // writing `pending`; it is read once, there (by reference: one copy of it in this frame).
+    unsafe { finish::<B>(callable, &mut pending, result) }
+}
+
+/// `B::begin`, out of line so that its frame is not on the stack while the wrapped function
+/// runs, with panics contained.
+///
+/// # Safety
+/// As [`Backend::begin`].
+#[inline(never)]
+unsafe fn begin<B: Backend>(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+    pending: &mut MaybeUninit<B::Pending>,
+) -> *mut ffi::PyObject {
+    // SAFETY: function contract, passed on.
+    unsafe { contained(|| B::begin(callable, args, nargsf, kwnames, pending)) }
+}
+
+/// `B::finish`, out of line (the entry's frame stays small), with panics contained.
+///
+/// # Safety
+/// As [`Backend::finish`], with `pending` written by `begin` and not read since.
+#[inline(never)]
+unsafe fn finish<B: Backend>(
+    callable: *mut ffi::PyObject,
+    pending: &mut MaybeUninit<B::Pending>,
+    result: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: written and not read since (function contract); never read again.
+    let pending = unsafe { pending.assume_init_read() };
+    // SAFETY: function contract, passed on.
+    unsafe { contained(|| B::finish(callable, pending, result)) }
 }
 
 /// Runs `body` with panics contained (a panic becomes a `RuntimeError` and NULL).
@@ -220,25 +295,4 @@ pub unsafe fn contained(body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     // SAFETY: attached thread (function contract).
     outcome.unwrap_or_else(|payload| unsafe { panic_result(payload) })
-}
-
-/// Makes the innermost pending call (`top`, as the backend's stack holds it) and hands its
-/// result to `finish`.
-///
-/// # Safety
-/// The thread is attached; `top` is this thread's innermost pending miss, recorded by the
-/// `begin` of the call being made, and `finish` pops it.
-#[inline(always)]
-pub unsafe fn run_pending(
-    top: Option<Call>,
-    finish: unsafe fn(*mut ffi::PyObject) -> *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    let Some(call) = top else {
-        // SAFETY: attached thread (function contract).
-        return unsafe { unmatched_finish(ptr::null_mut()) };
-    };
-    // SAFETY: the caller's vector, alive for the call (recorded by `begin`).
-    let result = unsafe { call.run() };
-    // SAFETY: function contract.
-    unsafe { finish(result) }
 }

@@ -1,13 +1,12 @@
-//! The memory backend's synchronous miss, split around the call of the wrapped function (see
-//! `call_shell.rs`): [`push`] records what the insert needs when the quick path decides a
-//! miss, [`finish`] stores the function's result once it returned.
+//! The memory backend's synchronous miss, split around the call of the wrapped function (the
+//! [`call_shell::Backend`] of `CachedFunction`): the quick path writes a [`Pending`] when it
+//! decides a miss, [`store`] stores the function's result once it returned.
 //!
 //! No `Py` is dropped on this path outside pyo3's bookkeeping except with a plain
 //! `Py_DECREF` (a deferred drop would keep evicted objects alive: INV-M6); displaced objects
 //! are released after the store's borrow ends (INV-M2).
 
-use std::cell::RefCell;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr;
 
 use pyo3::ffi;
@@ -20,86 +19,74 @@ use crate::errors::guard;
 use crate::key::StoredKey;
 use crate::prefetch;
 
-/// What a decided miss needs for its insert.
-struct Pending {
-    /// The function called (alive: the caller holds it for the whole call).
-    this: *const CachedFunction,
-    call: call_shell::Call,
+/// What a decided miss needs for its insert (three words: it is in the entry's frame, part of
+/// each level of a cached recursion).
+pub(crate) struct Pending {
     /// The key to store (`None`: nothing is stored, `ttl=0`). `ManuallyDrop`: released only
-    /// by [`finish`], with a plain `Py_DECREF`; a thread ended mid-call leaks it.
+    /// by [`store`], with a plain `Py_DECREF`; a thread ended mid-call leaks it.
     stored: ManuallyDrop<Option<StoredKey>>,
     hash: u64,
     miss: MissAt,
 }
 
-thread_local! {
-    /// This thread's misses whose wrapped function is running, innermost last (calls nest,
-    /// so `finish` always pops its own `push`).
-    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Records a decided miss of `stored` (hash `hash`, decided at `miss`) of `this`, whose
-/// function the entry is to call with `call`.
-pub(super) fn push(
-    this: &CachedFunction,
-    call: call_shell::Call,
-    stored: Option<StoredKey>,
-    hash: u64,
-    miss: MissAt,
-) {
-    PENDING.with(|pending| {
-        pending.borrow_mut().push(Pending {
-            this,
-            call,
+impl Pending {
+    /// A decided miss of `stored` (hash `hash`, decided at `miss`).
+    pub(super) fn new(stored: Option<StoredKey>, hash: u64, miss: MissAt) -> Self {
+        Pending {
             stored: ManuallyDrop::new(stored),
             hash,
             miss,
-        })
-    });
+        }
+    }
 }
 
-/// Calls the function of the innermost pending miss, then [`finish`]es it. The frame that is
-/// on the stack while the wrapped function runs: small (a cached recursion's C stack per
-/// level), and the only one between the function and CPython besides the entry.
+impl call_shell::Backend for CachedFunction {
+    type Pending = Pending;
+
+    #[inline(always)]
+    unsafe fn begin(
+        callable: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+        pending: &mut MaybeUninit<Pending>,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: function contract, passed on.
+        unsafe { super::vectorcall_fast(callable, args, nargsf, kwnames, pending) }
+    }
+
+    #[inline(always)]
+    unsafe fn function(callable: *mut ffi::PyObject) -> *mut ffi::PyObject {
+        // SAFETY: function contract.
+        unsafe { call_shell::contents_of::<CachedFunction>(callable) }
+            .func
+            .as_ptr()
+    }
+
+    #[inline(always)]
+    unsafe fn finish(
+        callable: *mut ffi::PyObject,
+        pending: Pending,
+        result: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: `callable` is alive (function contract).
+        let this = unsafe { call_shell::contents_of::<CachedFunction>(callable) };
+        // SAFETY: function contract, passed on.
+        unsafe { store(this, pending, result) }
+    }
+}
+
+/// Stores `result` (a new reference, or NULL with an exception set) under `pending` and
+/// returns it.
 ///
 /// # Safety
-/// The thread is attached; the innermost pending miss of this thread was pushed by the
-/// `begin` of the call being made.
-#[inline(never)]
-pub(super) unsafe fn call_pending() -> *mut ffi::PyObject {
-    let top = PENDING.with(|pending| pending.borrow().last().map(|top| top.call));
-    // SAFETY: function contract; `finish` pops `top`.
-    unsafe { call_shell::run_pending(top, finish) }
-}
-
-/// Stores `result` (a new reference, or NULL with an exception set) under the innermost
-/// pending miss and returns it.
-///
-/// # Safety
-/// The thread is attached; the innermost pending miss of this thread is the call that
-/// produced `result`.
-#[inline(never)]
-unsafe fn finish(result: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    let Some(pending) = PENDING.with(|pending| pending.borrow_mut().pop()) else {
-        // SAFETY: attached thread; we own `result`.
-        return unsafe { call_shell::unmatched_finish(result) };
-    };
-    // SAFETY: the caller holds the function for the whole call (recorded by `begin`).
-    let this = unsafe { &*pending.this };
-    // SAFETY: function contract, passed on.
-    unsafe { call_shell::contained(|| store(this, pending, result)) }
-}
-
-/// # Safety
-/// As [`finish`].
+/// As [`call_shell::Backend::finish`].
 unsafe fn store(
     this: &CachedFunction,
     pending: Pending,
     result: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    let Pending {
-        stored, hash, miss, ..
-    } = pending;
+    let Pending { stored, hash, miss } = pending;
     let Some(stored) = ManuallyDrop::into_inner(stored) else {
         return result;
     };

@@ -2,12 +2,13 @@
 
 // A part of shared/mod.rs, split out for size: it uses the module's items and imports.
 use super::*;
+use std::mem::MaybeUninit;
 
 /// The vectorcall entry of every `SharedCachedFunction`, in the shape of
-/// `call_shell.rs`: [`begin_call`] serves hits of fast-path keys without pyo3's
-/// bookkeeping and everything but a synchronous miss through it ([`attached`]); such a
-/// miss calls the wrapped function from the small frame of [`call_pending`], and
-/// [`finish_call`] stores the result. No panic escapes (INV-M4).
+/// `call_shell.rs`: its `begin` ([`vectorcall_body`]) serves hits of fast-path keys without
+/// pyo3's bookkeeping and everything but a synchronous miss through it ([`attached`]); such
+/// a miss calls the wrapped function from this entry's small frame, and [`finish_call`]
+/// stores the result. No panic escapes (INV-M4).
 ///
 /// # Safety
 /// Called by CPython per the vectorcall protocol: `callable` is a live
@@ -21,55 +22,55 @@ pub(super) unsafe extern "C-unwind" fn vectorcall_entry(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: function contract, passed on.
-    unsafe { call_shell::vectorcall(callable, args, nargsf, kwnames, begin_call, call_pending) }
+    unsafe { call_shell::vectorcall::<SharedCachedFunction>(callable, args, nargsf, kwnames) }
 }
 
-/// The `SharedCachedFunction` inside `callable`.
-///
-/// # Safety
-/// `callable` is a live `SharedCachedFunction`; the result is used while it is alive.
-#[inline(always)]
-unsafe fn function_of<'a>(callable: *mut ffi::PyObject) -> &'a SharedCachedFunction {
-    // SAFETY: attached thread (callers' contract); only a token.
-    let py = unsafe { Python::assume_attached() };
-    // SAFETY: function contract.
-    let slf = unsafe { Borrowed::from_ptr(py, callable).cast_unchecked::<SharedCachedFunction>() };
-    // SAFETY: the object outlives the call it is used for (function contract).
-    unsafe { &*ptr::from_ref(slf.get()) }
-}
-
-thread_local! {
-    /// This thread's synchronous misses whose wrapped function is running, innermost
-    /// last.
-    static PENDING: std::cell::RefCell<Vec<PendingMiss>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A decided synchronous miss: the function (alive: the caller holds it for the whole
-/// call), the call to make, the buffers holding the encoded key, and its hash.
-struct PendingMiss {
-    this: *const SharedCachedFunction,
-    call: call_shell::Call,
+/// A decided synchronous miss: the buffers holding the encoded key, and its hash. Boxed in
+/// the entry's frame (which is part of each level of a cached recursion), since a shared miss
+/// costs far more than the allocation.
+pub(crate) struct PendingMiss {
     scratch: Scratch,
     hash: u64,
 }
 
-/// The first half of a call, out of line so that its frame (and the quick path's
-/// stack buffers) is not on the stack while the wrapped function runs.
-///
-/// # Safety
-/// As [`vectorcall_entry`].
-#[inline(never)]
-unsafe fn begin_call(
-    callable: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: usize,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: function contract, passed on.
-    unsafe { call_shell::contained(|| vectorcall_body(callable, args, nargsf, kwnames)) }
+impl call_shell::Backend for SharedCachedFunction {
+    type Pending = Box<PendingMiss>;
+
+    #[inline(always)]
+    unsafe fn begin(
+        callable: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+        pending: &mut MaybeUninit<Box<PendingMiss>>,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: function contract, passed on.
+        unsafe { vectorcall_body(callable, args, nargsf, kwnames, pending) }
+    }
+
+    #[inline(always)]
+    unsafe fn function(callable: *mut ffi::PyObject) -> *mut ffi::PyObject {
+        // SAFETY: function contract.
+        unsafe { call_shell::contents_of::<SharedCachedFunction>(callable) }
+            .func
+            .as_ptr()
+    }
+
+    #[inline(always)]
+    unsafe fn finish(
+        callable: *mut ffi::PyObject,
+        pending: Box<PendingMiss>,
+        result: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: `callable` is alive (function contract).
+        let this = unsafe { call_shell::contents_of::<SharedCachedFunction>(callable) };
+        // SAFETY: function contract, passed on.
+        unsafe { finish_call(this, *pending, result) }
+    }
 }
 
+/// The shared backend's `begin`: a decided synchronous miss writes `pending`.
+///
 /// # Safety
 /// As [`vectorcall_entry`].
 #[inline(always)]
@@ -78,9 +79,10 @@ unsafe fn vectorcall_body(
     args: *const *mut ffi::PyObject,
     nargsf: usize,
     kwnames: *mut ffi::PyObject,
+    out: &mut MaybeUninit<Box<PendingMiss>>,
 ) -> *mut ffi::PyObject {
     // SAFETY: `callable` is a live SharedCachedFunction (function contract).
-    let this = unsafe { function_of(callable) };
+    let this = unsafe { call_shell::contents_of::<SharedCachedFunction>(callable) };
     // SAFETY: vectorcall protocol (function contract).
     let (positional, kw_names, kw_values) = unsafe { split_vector_args(args, nargsf, kwnames) };
     let call = CallArgs {
@@ -104,18 +106,7 @@ unsafe fn vectorcall_body(
             match guard(|| this.decide(py, callable, call, &invocation, pending)) {
                 Ok(Decided::Done(value)) => value.into_ptr(),
                 Ok(Decided::CallFunction { scratch, hash }) => {
-                    let pending = PendingMiss {
-                        this,
-                        call: call_shell::Call {
-                            func: this.func.as_ptr(),
-                            args,
-                            nargsf,
-                            kwnames,
-                        },
-                        scratch,
-                        hash,
-                    };
-                    PENDING.with(|stack| stack.borrow_mut().push(pending));
+                    out.write(Box::new(PendingMiss { scratch, hash }));
                     call_shell::call_function()
                 }
                 Err(err) => {
@@ -127,40 +118,17 @@ unsafe fn vectorcall_body(
     }
 }
 
-/// Calls the function of the innermost pending miss, then [`finish_call`]s it: the frame
-/// on the stack while the wrapped function runs (small: a cached recursion's C stack per
-/// level).
+/// Stores `result` (a new reference, or NULL with an exception set) under `pending` and
+/// returns it.
 ///
 /// # Safety
-/// The thread is attached; the innermost pending miss of this thread was pushed by the
-/// `begin_call` of the call being made.
-#[inline(never)]
-unsafe fn call_pending() -> *mut ffi::PyObject {
-    let top = PENDING.with(|stack| stack.borrow().last().map(|top| top.call));
-    // SAFETY: function contract; `finish_call` pops `top`.
-    unsafe { call_shell::run_pending(top, finish_call) }
-}
-
-/// Stores `result` (a new reference, or NULL with an exception set) under the innermost
-/// pending miss and returns it.
-///
-/// # Safety
-/// The thread is attached; the innermost pending miss of this thread is the call that
-/// produced `result`.
-#[inline(never)]
-unsafe fn finish_call(result: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    let Some(PendingMiss {
-        this,
-        mut scratch,
-        hash,
-        ..
-    }) = PENDING.with(|stack| stack.borrow_mut().pop())
-    else {
-        // SAFETY: attached thread; we own `result`.
-        return unsafe { call_shell::unmatched_finish(result) };
-    };
-    // SAFETY: the caller holds the function for the whole call (recorded by `begin_call`).
-    let this = unsafe { &*this };
+/// As [`call_shell::Backend::finish`].
+unsafe fn finish_call(
+    this: &SharedCachedFunction,
+    pending: PendingMiss,
+    result: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let PendingMiss { mut scratch, hash } = pending;
     if result.is_null() {
         put_scratch(scratch);
         return result;
