@@ -1,11 +1,14 @@
-//! The one clock for TTL: `CLOCK_MONOTONIC` in nanoseconds. It is system-wide on Linux, so
-//! stamps written by one process are comparable in another (INV-5).
+//! The one clock: every monotonic clock read of the crate and the one freshness rule for TTL
+//! (INV-5). `CLOCK_MONOTONIC` is system-wide on Linux, so stamps written by one process are
+//! comparable in another. The system calls themselves are in `shm::raw` (the crate's unsafe
+//! primitives); nothing else calls them.
 #![forbid(unsafe_code)]
 
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Nanoseconds on the monotonic clock.
+/// Nanoseconds on the monotonic clock: the stamp of stored entries and the clock of every
+/// wait and bound.
 ///
 /// Rust's `Instant` is `CLOCK_MONOTONIC` on Linux and macOS; we read it as a duration since a
 /// fixed process-independent origin by asking the OS for the raw value through `libc` in the
@@ -18,6 +21,14 @@ pub fn monotonic_now_ns() -> u64 {
     })
 }
 
+/// A cheap, low-resolution reading of the monotonic clock (`CLOCK_MONOTONIC_COARSE` on Linux,
+/// the precise clock elsewhere). For rate limits only, never for TTL stamps.
+#[cfg(unix)]
+#[inline]
+pub(crate) fn coarse_now_ns() -> u64 {
+    crate::shm::raw::coarse_clock_ns()
+}
+
 #[cfg(unix)]
 fn raw_monotonic_ns() -> Option<u64> {
     crate::shm::raw::clock_monotonic_ns()
@@ -26,6 +37,18 @@ fn raw_monotonic_ns() -> Option<u64> {
 #[cfg(not(unix))]
 fn raw_monotonic_ns() -> Option<u64> {
     None
+}
+
+/// Whether an entry stored at `stored_at_ns` is still fresh at `now_ns` for a cache whose
+/// time-to-live is `ttl_ns` (`None` = never expires). An entry stamped in the future (clock
+/// skew between processes) is not fresh. Used by the stores and the reference models alike,
+/// so that "fresh" means one thing everywhere (INV-5).
+#[inline]
+pub fn is_fresh(stored_at_ns: u64, now_ns: u64, ttl_ns: Option<u64>) -> bool {
+    match ttl_ns {
+        None => true,
+        Some(ttl_ns) => now_ns >= stored_at_ns && now_ns - stored_at_ns < ttl_ns,
+    }
 }
 
 /// Converts a TTL in seconds (already validated finite and non-negative) to nanoseconds,

@@ -19,8 +19,8 @@ mod shuttle_util;
 use shuttle::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use shuttle::sync::Arc;
 use shuttle::thread;
+use warp_cache_core::clock::is_fresh;
 use warp_cache_core::mem::{Displaced, Hit, SlotRef, SyncMemStore};
-use warp_cache_core::model::is_fresh;
 
 /// The only value ever stored for `key` in the value-correctness tests.
 fn value_of(key: u64) -> u64 {

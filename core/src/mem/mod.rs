@@ -32,7 +32,7 @@
 //! Semantics equal [`crate::model::SieveModel`] exactly (same hits, same victims, same order):
 //! an expired entry found by a lookup is removed, inserting a present key updates it in place
 //! (position and visited bit kept), `ttl_ns == Some(0)` stores nothing, and freshness is
-//! [`crate::model::is_fresh`] (INV-5).
+//! [`crate::clock::is_fresh`] (INV-5).
 
 mod concurrent;
 mod store;

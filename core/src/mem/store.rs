@@ -7,7 +7,7 @@ use std::hash::Hash;
 use hashbrown::HashTable;
 
 use super::Counters;
-use crate::model::is_fresh;
+use crate::clock::is_fresh;
 use crate::policy::{self, SieveSlots, SlotIndex, VecSlots, NO_SLOT};
 use crate::Error;
 

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use super::is_fresh;
+use crate::clock::is_fresh;
 
 #[derive(Debug, Clone)]
 struct Entry<K, V> {

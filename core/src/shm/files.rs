@@ -28,7 +28,6 @@ use super::layout::{
     MAPPER_SLOTS, WORD_BYTES,
 };
 use super::liveness::{self, DirLiveness, OwnerState};
-use super::raw;
 use super::region::{self, CacheDir, FileId, Mapping, ShmFile};
 use super::seqlock::SeqLock;
 use crate::error::{Error, ErrorKind, Result};
@@ -576,7 +575,7 @@ fn cached_listing(dir: &CacheDir) -> Vec<String> {
     let Ok(id) = dir.id() else {
         return Vec::new();
     };
-    let now = raw::coarse_clock_ns();
+    let now = crate::clock::coarse_now_ns();
     let listings = LISTINGS.get_or_init(Default::default);
     if let Ok(cache) = listings.try_lock() {
         if let Some((at, names)) = cache.get(&id) {

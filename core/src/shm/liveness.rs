@@ -113,7 +113,7 @@ fn random_id() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Relaxed));
     hasher.write_u32(raw::current_pid());
-    hasher.write_u64(raw::clock_monotonic_ns().unwrap_or(0));
+    hasher.write_u64(crate::clock::monotonic_now_ns());
     hasher.write_u64(raw::fork_generation());
     // Ids share the lock's state word with the sequence: 32 bits (`seqlock::OWNER_MAX`).
     // Unique among live processes: a presence file is created exclusively (`O_EXCL`).
@@ -239,7 +239,7 @@ impl Liveness for LocalLiveness {
 /// directory in this process, unless `force`. Returns the names removed.
 pub fn sweep(dir: &CacheDir, force: bool) -> Vec<String> {
     static LAST: OnceLock<Mutex<HashMap<FileId, u64>>> = OnceLock::new();
-    let now = raw::clock_monotonic_ns().unwrap_or(0);
+    let now = crate::clock::monotonic_now_ns();
     let Ok(dir_id) = dir.id() else {
         return Vec::new();
     };
@@ -287,7 +287,7 @@ mod tests {
         std::env::temp_dir().join(format!(
             "warp_live_{tag}_{}_{}",
             std::process::id(),
-            raw::clock_monotonic_ns().unwrap_or(0)
+            crate::clock::monotonic_now_ns()
         ))
     }
 

@@ -3,8 +3,9 @@
 //! failpoints raise, and the fork hook that keeps presence files (`liveness.rs`) per process.
 //! Every block states the invariant it relies on.
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process on the machine.
-pub fn clock_monotonic_ns() -> Option<u64> {
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process on the machine. Read it
+/// through [`crate::clock`], the one entry.
+pub(crate) fn clock_monotonic_ns() -> Option<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -23,7 +24,7 @@ pub fn clock_monotonic_ns() -> Option<u64> {
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds (Linux; the precise clock elsewhere): a few
 /// nanoseconds to read, a few milliseconds of resolution. For rate limits only, never TTL.
 #[cfg(target_os = "linux")]
-pub fn coarse_clock_ns() -> u64 {
+pub(crate) fn coarse_clock_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -39,7 +40,7 @@ pub fn coarse_clock_ns() -> u64 {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn coarse_clock_ns() -> u64 {
+pub(crate) fn coarse_clock_ns() -> u64 {
     clock_monotonic_ns().unwrap_or(0)
 }
 

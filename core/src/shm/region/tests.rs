@@ -4,7 +4,7 @@ fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "warp_region_{tag}_{}_{}",
         std::process::id(),
-        super::super::raw::clock_monotonic_ns().unwrap_or(0)
+        crate::clock::monotonic_now_ns()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     dir

@@ -51,7 +51,7 @@ impl ShmStore {
         };
         let generation = self.generation();
         let index = self.generations.current_index();
-        let now = raw::coarse_clock_ns();
+        let now = crate::clock::coarse_now_ns();
         let last = self.last_file_check_ns.load(Relaxed);
         let faulted = generation.faulted();
         // A retired generation we already failed to leave waits for the rate limit.

@@ -306,7 +306,7 @@ impl ShmStore {
             files,
             generations: Generations::new(generation),
             refresh: Mutex::new(()),
-            last_file_check_ns: AtomicU64::new(raw::coarse_clock_ns()),
+            last_file_check_ns: AtomicU64::new(crate::clock::coarse_now_ns()),
             reads_until_check: AtomicU32::new(FILE_CHECK_READS),
             disabled: std::sync::atomic::AtomicBool::new(false),
             unfollowable: std::sync::atomic::AtomicUsize::new(0),

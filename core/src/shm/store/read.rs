@@ -7,14 +7,13 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::super::arena::{Arena, ValueSink};
 use super::super::layout::{word, CounterStripe};
-use super::super::raw;
 use super::super::region::{self};
 use super::super::seqlock::Liveness;
 use super::super::table::Table;
+use crate::clock::is_fresh;
 use crate::error::{Error, ErrorKind, Result};
 use crate::hash::entry_check;
 pub use crate::hash::key_hash;
-use crate::model::is_fresh;
 use crate::policy;
 
 /// Whether a lookup counts a hit or a miss, and on which stripe (`None`: the thread's).
@@ -279,7 +278,7 @@ impl ShmStore {
             self.stalled_seq.store(start, Relaxed);
             return OddStep::Miss;
         }
-        let now = raw::clock_monotonic_ns().unwrap_or(0);
+        let now = crate::clock::monotonic_now_ns();
         let since = *odd.since_ns.get_or_insert(now);
         let waited = now.saturating_sub(since);
         if waited >= READ_ODD_CHECK_NS && odd.spins % 64 == 0 {

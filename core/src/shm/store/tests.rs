@@ -346,7 +346,7 @@ fn unique_temp_dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!(
         "{tag}_{}_{}",
         std::process::id(),
-        super::super::raw::clock_monotonic_ns().unwrap_or(0)
+        crate::clock::monotonic_now_ns()
     ))
 }
 

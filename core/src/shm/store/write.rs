@@ -14,9 +14,9 @@ use super::super::liveness::{self, LocalLiveness, OwnerState};
 use super::super::region::{self, CacheDir, FileId};
 use super::super::seqlock::{Acquire, Liveness, SeqLock};
 use super::super::table::TableError;
+use crate::clock::is_fresh;
 use crate::error::Result;
 pub use crate::hash::key_hash;
-use crate::model::is_fresh;
 use crate::policy::{self, PolicyError, SieveSlots};
 
 /// Liveness checks of an owner whose hold was already waited out, before skipping.
