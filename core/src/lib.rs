@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod corruption;
 pub mod error;
 pub mod fuzz_targets;
 pub mod hash;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::layout::{
     word, DataHeader, Geometry, LockFile, ENDIAN_MARK, FORMAT_VERSION, LOCK_FILE_WORDS, LOCK_MAGIC,
 };
+use crate::corruption::HeaderMismatch;
 use crate::hash::hash_algo_id;
 use crate::policy::NO_SLOT;
 
@@ -80,12 +81,12 @@ pub fn init_data_words(words: &[AtomicU64], geometry: &Geometry, lock_nonce: u64
 }
 
 /// Compares a header (as native-endian words) with what `geometry` and `lock_nonce` expect.
-/// `Err` says which field differs.
+/// `Err` names the first word that differs.
 pub fn check_header(
     header: &[u64],
     geometry: &Geometry,
     lock_nonce: Option<u64>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), HeaderMismatch> {
     let creation = word!(DataHeader, creation_nonce);
     let pairing = word!(DataHeader, lock_nonce);
     for (index, expected) in geometry.parameter_words(hash_algo_id(), 0, lock_nonce.unwrap_or(0)) {
@@ -94,9 +95,11 @@ pub fn check_header(
         }
         let found = header.get(index).copied();
         if found != Some(expected) {
-            return Err(format!(
-                "header word {index} is {found:?}, expected {expected}"
-            ));
+            return Err(HeaderMismatch {
+                word: index,
+                expected,
+                found,
+            });
         }
     }
     Ok(())

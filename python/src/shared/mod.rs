@@ -589,7 +589,7 @@ impl SharedCachedFunction {
     fn _shared_validate(&self, py: Python<'_>) -> PyResult<()> {
         guard(|| {
             py.detach(|| self.store.validate())
-                .map_err(PyRuntimeError::new_err)
+                .map_err(|e| PyRuntimeError::new_err(e.to_string()))
         })
     }
 

@@ -284,7 +284,8 @@ impl ShmStore {
             .iter()
             .map(|w| w.load(Relaxed))
             .collect();
-        check_header(&header, &geometry, Some(lock_nonce_of(&lock))).map_err(|e| corrupt(&e))?;
+        check_header(&header, &geometry, Some(lock_nonce_of(&lock)))
+            .map_err(|e| corrupt(&e.to_string()))?;
         let generation = Generation::heap(data, lock);
         Ok(Self::with_generation(
             geometry,

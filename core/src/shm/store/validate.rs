@@ -5,28 +5,29 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::super::header::{check_header, lock_nonce_of, lock_words_valid};
 use super::super::table::{self};
+use crate::corruption::Corruption;
 use crate::hash::entry_check;
 pub use crate::hash::key_hash;
 use crate::policy::{self, NO_SLOT};
 
 impl ShmStore {
     /// Checks every invariant of the table, arena and SIEVE list under the writer lock
-    /// (O(capacity + buckets)); `Err` describes the first violation. For tests and the
+    /// (O(capacity + buckets)); `Err` names the first violation. For tests and the
     /// simulator.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        self.check_files(true).map_err(|e| e.message)?;
-        let view = self.view().map_err(|e| e.message)?;
+    pub fn validate(&self) -> std::result::Result<(), Corruption> {
+        self.check_files(true)?;
+        let view = self.view()?;
         let header: Vec<u64> = view.header.iter().map(|w| w.load(Relaxed)).collect();
         let lock_nonce = lock_nonce_of(view.lock_words);
-        check_header(&header, &self.geometry, Some(lock_nonce)).map_err(|e| format!("data {e}"))?;
+        check_header(&header, &self.geometry, Some(lock_nonce)).map_err(Corruption::DataHeader)?;
         if !lock_words_valid(view.lock_words) {
-            return Err("lock file header mismatch".to_owned());
+            return Err(Corruption::LockHeader);
         }
         let guard = self
             .lock(&view, LOCK_WAIT_LONG)
-            .ok_or_else(|| busy_error(view.lock.owner()).message)?;
+            .ok_or_else(|| busy_error(view.lock.owner()))?;
         if view.lock.sequence() & 1 == 1 {
-            return Err("sequence is odd: an interrupted write awaits recovery".to_owned());
+            return Err(Corruption::InterruptedWrite);
         }
         self.validate_locked(&view, guard.epoch.get())
     }
@@ -35,13 +36,16 @@ impl ShmStore {
         &self,
         view: &View<'_>,
         epoch: u64,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Corruption> {
         let slots = view.slots();
-        policy::validate(&slots).map_err(|e| e.to_string())?;
+        policy::validate(&slots)?;
         let capacity = self.geometry.capacity;
         let high_water = view.arena.high_water();
         if high_water > u64::from(capacity) {
-            return Err(format!("high water {high_water} above capacity {capacity}"));
+            return Err(Corruption::HighWaterAboveCapacity {
+                high_water,
+                capacity,
+            });
         }
         const UNUSED: u8 = 0;
         const LISTED: u8 = 1;
@@ -50,17 +54,13 @@ impl ShmStore {
         let listed = policy::order_from_head(&slots);
         for &slot in &listed {
             if u64::from(slot) >= high_water {
-                return Err(format!(
-                    "listed slot {slot} at or above high water {high_water}"
-                ));
+                return Err(Corruption::ListedAboveHighWater { slot, high_water });
             }
             state[slot as usize] = LISTED;
             let lens = view.arena.lens(slot);
             if lens.key > self.geometry.key_bytes_max || lens.value > self.geometry.value_bytes_max
             {
-                return Err(format!(
-                    "slot {slot} has lengths {lens:?} beyond the limits"
-                ));
+                return Err(Corruption::LengthsBeyondLimits { slot, lens });
             }
         }
         let mut free = 0u64;
@@ -69,19 +69,20 @@ impl ShmStore {
             let slot = u32::try_from(cursor)
                 .ok()
                 .filter(|&s| u64::from(s) < high_water)
-                .ok_or_else(|| format!("free list names slot {cursor}"))?;
+                .ok_or(Corruption::FreeListSlot { slot: cursor })?;
             if state[slot as usize] != UNUSED {
-                return Err(format!("free slot {slot} is also listed or freed twice"));
+                return Err(Corruption::FreeSlotReused { slot });
             }
             state[slot as usize] = FREE;
             free += 1;
             cursor = view.arena.free_next(slot);
         }
         if listed.len() as u64 + free != high_water {
-            return Err(format!(
-                "{} listed + {free} free slots != high water {high_water}",
-                listed.len()
-            ));
+            return Err(Corruption::SlotCount {
+                listed: listed.len() as u64,
+                free,
+                high_water,
+            });
         }
         let mut has_bucket = vec![false; capacity as usize];
         let mut buckets = 0usize;
@@ -89,28 +90,37 @@ impl ShmStore {
             buckets += 1;
             let slot = table::bucket_slot(bucket)
                 .filter(|&s| s < capacity)
-                .ok_or_else(|| format!("bucket {index} names an out-of-range slot"))?;
+                .ok_or(Corruption::BucketSlotOutOfRange { bucket: index })?;
             if state[slot as usize] != LISTED {
-                return Err(format!("bucket {index} names slot {slot} not in the list"));
+                return Err(Corruption::BucketSlotNotListed {
+                    bucket: index,
+                    slot,
+                });
             }
             if std::mem::replace(&mut has_bucket[slot as usize], true) {
-                return Err(format!("slot {slot} has two buckets"));
+                return Err(Corruption::TwoBuckets { slot });
             }
             if table::hash32(view.arena.hash(slot)) != table::bucket_hash32(bucket) {
-                return Err(format!("bucket {index} hash differs from slot {slot}'s"));
+                return Err(Corruption::BucketHash {
+                    bucket: index,
+                    slot,
+                });
             }
             if !view.table.reachable(index, bucket) {
-                return Err(format!("bucket {index} is unreachable from its home"));
+                return Err(Corruption::UnreachableBucket { bucket: index });
             }
         }
         if buckets != listed.len() {
-            return Err(format!("{buckets} buckets for {} entries", listed.len()));
+            return Err(Corruption::BucketCount {
+                buckets,
+                entries: listed.len(),
+            });
         }
         for &slot in &listed {
             let key = view.arena.key(slot);
             let hash = view.arena.hash(slot);
             if key_hash(&key) != hash {
-                return Err(format!("slot {slot} hash does not match its key"));
+                return Err(Corruption::KeyHash { slot });
             }
             let lens = view.arena.lens(slot);
             let lens_word = u64::from(lens.key) | (u64::from(lens.value) << 32);
@@ -121,17 +131,20 @@ impl ShmStore {
                 view.arena.stored_at_ns(slot),
                 &view.arena.value(slot),
             );
-            if view.arena.check(slot) != check {
-                return Err(format!("slot {slot}'s check word does not match its entry"));
+            let stored = view.arena.check(slot);
+            if stored != check {
+                return Err(Corruption::CheckWord {
+                    slot,
+                    expected: check,
+                    found: stored,
+                });
             }
             let found = view
                 .table
                 .find(hash, |s| view.arena.key_matches(s, hash, &key))
                 .map(|(_, s)| s);
             if found != Some(slot) {
-                return Err(format!(
-                    "slot {slot}'s key finds {found:?} (duplicate key?)"
-                ));
+                return Err(Corruption::KeyFinds { slot, found });
             }
         }
         Ok(())
