@@ -101,7 +101,7 @@ pub unsafe fn vectorcall(
     // has the vectorcall signature, and "C-unwind" differs from "C" only in allowing an
     // unwind out of it (same calling convention).
     let result = unsafe {
-        match vectorcall_slot(func) {
+        match ffi::PyVectorcall_Function(func) {
             Some(slot) => {
                 let slot: unwinding::VectorcallUnwind = std::mem::transmute(slot);
                 slot(func, args, nargsf, kwnames)
@@ -119,30 +119,6 @@ pub unsafe fn vectorcall(
     // SAFETY: paired with `enter` above.
     unsafe { ffi::Py_LeaveRecursiveCall() };
     result
-}
-
-/// `func`'s vectorcall slot, if its type has one: CPython's inline `PyVectorcall_Function`
-/// (pyo3-ffi's version also calls `PyCallable_Check`, which CPython only asserts).
-///
-/// # Safety
-/// `func` is a live object.
-#[inline(always)]
-unsafe fn vectorcall_slot(func: *mut ffi::PyObject) -> Option<ffi::vectorcallfunc> {
-    // SAFETY: a live object has a live type (function contract).
-    let tp = unsafe { &*ffi::Py_TYPE(func) };
-    if tp.tp_flags & ffi::Py_TPFLAGS_HAVE_VECTORCALL == 0 {
-        return None;
-    }
-    let offset = tp.tp_vectorcall_offset;
-    debug_assert!(offset > 0, "a vectorcall type without a slot offset");
-    // SAFETY: a type with Py_TPFLAGS_HAVE_VECTORCALL keeps a (nullable) vectorcall function
-    // pointer at `tp_vectorcall_offset` inside each instance.
-    unsafe {
-        *func
-            .cast::<u8>()
-            .offset(offset)
-            .cast::<Option<ffi::vectorcallfunc>>()
-    }
 }
 
 /// `func(*args, **kwargs)`, guarded like [`vectorcall`].
