@@ -136,6 +136,25 @@ pub fn process_state(pid: u32) -> Option<char> {
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
+/// Waits until every thread of the killed process `pid` has exited and its leader is an
+/// unreaped zombie. The leader shows 'Z' as soon as it exits itself, while its other threads
+/// may still be exiting; the last of them closes the process's descriptors (and with them its
+/// presence lock), so only then is the owner dead to other processes.
+pub fn wait_until_exited(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let threads_left =
+        || std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count());
+    while process_state(pid) != Some('Z') || threads_left() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} never exited (state {:?}, {} threads)",
+            process_state(pid),
+            threads_left()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Waits until `pid` is in `state`.
 pub fn wait_for_state(pid: u32, state: char, limit: Duration) {
     let deadline = Instant::now() + limit;
