@@ -542,95 +542,6 @@ pub fn decode(input: &[u8]) -> Result<Value, DecodeError> {
     decode_ref(input).map(|value| value.to_value())
 }
 
-// ---------------------------------------------------------------------------------------------
-// Fuzz target bodies (wired to cargo-fuzz by fuzz/; also called by tests).
-
-/// Arbitrary bytes: decoding must not panic; a successful decode must re-encode to exactly the
-/// input (canonical form) and decode again to the same value.
-pub fn fuzz_decode(data: &[u8]) {
-    let borrowed = decode_ref(data);
-    let owned = decode(data);
-    match (borrowed, owned) {
-        (Ok(borrowed), Ok(owned)) => {
-            assert!(
-                borrowed.to_value() == owned,
-                "borrowed and owned decode differ"
-            );
-            let again = encode(&owned).expect("a decoded value re-encodes");
-            assert_eq!(again, data, "decode is not canonical");
-            assert_eq!(encoded_len(&owned), Ok(data.len()));
-            assert!(decode(&again).expect("re-decode") == owned);
-        }
-        (Err(a), Err(b)) => assert_eq!(a, b, "borrowed and owned decode disagree"),
-        (a, b) => panic!("decode_ref {a:?} and decode {b:?} disagree"),
-    }
-}
-
-/// Structured values: builds a [`Value`] from `data` (a tiny byte-driven generator), checks
-/// that encoding round-trips byte-exactly and that `encoded_len` is exact.
-pub fn fuzz_roundtrip(data: &[u8]) {
-    let mut source = ByteSource { data, at: 0 };
-    let value = source.value(0);
-    let bytes = encode(&value).expect("generated values are flat");
-    assert_eq!(encoded_len(&value), Ok(bytes.len()));
-    let decoded = decode(&bytes).expect("an encoded value decodes");
-    assert!(
-        decoded == value,
-        "round trip changed {value:?} to {decoded:?}"
-    );
-    assert_eq!(encode(&decoded).expect("re-encode"), bytes);
-    fuzz_decode(&bytes);
-}
-
-/// Byte-driven value generator for [`fuzz_roundtrip`]. Reads past the end as zeros.
-struct ByteSource<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl ByteSource<'_> {
-    fn byte(&mut self) -> u8 {
-        let b = self.data.get(self.at).copied().unwrap_or(0);
-        self.at += 1;
-        b
-    }
-
-    fn take(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.byte()).collect()
-    }
-
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(std::array::from_fn(|_| self.byte()))
-    }
-
-    fn value(&mut self, depth: u8) -> Value {
-        let choice = self.byte() % if depth == 0 { 9 } else { 8 };
-        match choice {
-            0 => Value::None,
-            1 => Value::Bool(self.byte() & 1 == 1),
-            2 => Value::Int(self.u64() as i64),
-            3 => Value::Float(f64::from_bits(self.u64())),
-            4 => {
-                let len = usize::from(self.byte() % 24);
-                Value::Str(String::from_utf8_lossy(&self.take(len)).into_owned())
-            }
-            5 => {
-                let len = usize::from(self.byte() % 24);
-                Value::Bytes(self.take(len))
-            }
-            6 => {
-                let len = usize::from(self.byte() % 24);
-                Value::Pickle(self.take(len))
-            }
-            7 => Value::KwargsMarker,
-            _ => {
-                let count = usize::from(self.byte() % 8);
-                Value::Tuple((0..count).map(|_| self.value(depth + 1)).collect())
-            }
-        }
-    }
-}
-
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -639,6 +550,12 @@ impl fmt::Display for Value {
         }
     }
 }
+
+// Fuzz target bodies: the `codec` target's (crate::fuzz_targets::codec) and the tests'.
+#[cfg(any(test, fuzzing, feature = "testkit"))]
+mod fuzz;
+#[cfg(any(test, fuzzing, feature = "testkit"))]
+pub use fuzz::{fuzz_decode, fuzz_roundtrip};
 
 #[cfg(test)]
 mod tests;

@@ -15,33 +15,34 @@
 
 use crate::codec::{self, Value};
 
-/// Reads the input one byte at a time; `None` at the end (scripts stop there).
-struct Input<'a> {
+/// Reads the input one byte at a time; `None` at the end (scripts stop there). The one byte
+/// reader of every fuzz body (this module's, `codec`'s and `shm::fuzz`'s).
+pub(crate) struct Input<'a> {
     data: &'a [u8],
     at: usize,
 }
 
 impl<'a> Input<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         Input { data, at: 0 }
     }
 
-    fn next(&mut self) -> Option<u8> {
+    pub(crate) fn next(&mut self) -> Option<u8> {
         let b = self.data.get(self.at).copied();
         self.at = self.at.saturating_add(1);
         b
     }
 
     /// The next byte, or 0 past the end (parameters and operands).
-    fn byte(&mut self) -> u8 {
+    pub(crate) fn byte(&mut self) -> u8 {
         self.next().unwrap_or(0)
     }
 
-    fn u64(&mut self) -> u64 {
+    pub(crate) fn u64(&mut self) -> u64 {
         u64::from_le_bytes(std::array::from_fn(|_| self.byte()))
     }
 
-    fn take(&mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn take(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.byte()).collect()
     }
 }

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod codec;
 pub mod corruption;
 pub mod error;
+#[cfg(any(test, fuzzing, feature = "testkit"))]
 pub mod fuzz_targets;
 pub mod hash;
 pub mod mem;

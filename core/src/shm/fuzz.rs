@@ -1,22 +1,13 @@
-//! Fuzz-target bodies over heap-backed stores (no files): wired to cargo-fuzz by `fuzz/`
-//! and replayed by tests. Each panics on a violated property; anything else is a pass.
+//! Property bodies over heap-backed stores (no files), driven by bytes like a fuzz target but
+//! not one of the cargo-fuzz targets: `tests/rust/shm_sieve_exact.rs` and the unit tests
+//! below run them on pseudo-random inputs (the `arena` and `region` targets of
+//! [`crate::fuzz_targets`] fuzz the same store). Each panics on a violated property; anything
+//! else is a pass. Compiled only for tests and fuzzing (feature `testkit`).
 #![forbid(unsafe_code)]
 
 use super::store::{InsertOutcome, ShmConfig, ShmStore, SkipReason};
+use crate::fuzz_targets::Input;
 use crate::model::SieveModel;
-
-struct Bytes<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl Bytes<'_> {
-    fn next(&mut self) -> Option<u8> {
-        let b = self.data.get(self.at).copied();
-        self.at += 1;
-        b
-    }
-}
 
 fn value_for(key: u8, version: u8, len: usize) -> Vec<u8> {
     (0..len)
@@ -28,7 +19,7 @@ fn value_for(key: u8, version: u8, len: usize) -> Vec<u8> {
 /// store, checked step by step against the reference [`SieveModel`] (same hits, same values,
 /// same size) and `validate()`.
 pub fn fuzz_ops(data: &[u8]) {
-    let mut input = Bytes { data, at: 0 };
+    let mut input = Input::new(data);
     let capacity = u32::from(input.next().unwrap_or(3) % 8) + 1;
     let ttl_ns = match input.next().unwrap_or(0) % 4 {
         0 | 1 => None,
@@ -133,7 +124,7 @@ pub fn fuzz_image(data: &[u8]) -> bool {
         store.insert(&[k], &[k; 5], 0).expect("insert");
     }
     let (mut image, lock) = store.image();
-    let mut input = Bytes { data, at: 0 };
+    let mut input = Input::new(data);
     // Mostly past the 256-byte parameter block (a changed parameter is just a mismatch):
     // the SIEVE/allocator words, counters, buckets and slots.
     let stride = image.len() / 256 + 1;

@@ -10,7 +10,7 @@
 //! | `store`     | [`ShmStore`]: open/get/insert/clear/info/validate                     |
 //! | `raw`       | the few unsafe OS primitives that are not about files                 |
 //! | `failpoint` | test-only crash points (feature `failpoints`)                         |
-//! | `fuzz`      | fuzz-target bodies over heap-backed stores                            |
+//! | `fuzz`      | byte-driven property bodies over heap-backed stores (feature `testkit`) |
 //!
 //! Invariants (docs/ARCHITECTURE.md): INV-7 (hostile mapping: every index and length read
 //! from shared memory is checked; hot paths use only the process's own geometry), INV-8
@@ -35,7 +35,7 @@ pub mod table;
 pub mod failpoint;
 #[cfg(unix)]
 pub mod files;
-#[cfg(unix)]
+#[cfg(all(unix, any(test, fuzzing, feature = "testkit")))]
 pub mod fuzz;
 #[cfg(unix)]
 pub mod header;

@@ -39,10 +39,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::files::{self, heap_words, open_generation, Files, Generation, Generations};
-use super::header::{
-    check_header, init_data_words, init_lock_words, lock_nonce_of, lock_words_valid, random_nonce,
-};
-use super::layout::{Geometry, HEADER_WORDS, LOCK_FILE_WORDS, WORD_BYTES};
+use super::header::{init_data_words, init_lock_words, random_nonce};
+use super::layout::{Geometry, LOCK_FILE_WORDS};
 use super::liveness::{self};
 use super::raw;
 use super::region::{self};
@@ -50,6 +48,8 @@ use crate::error::{Error, ErrorKind, Result};
 pub use crate::hash::{hash_algo_id, key_hash};
 
 mod follow;
+#[cfg(any(test, fuzzing, feature = "testkit"))]
+mod image;
 mod read;
 mod stripes;
 #[cfg(test)]
@@ -243,56 +243,17 @@ impl ShmStore {
         init_lock_words(&lock, nonce);
         let data = heap_words(geometry.region_words())?;
         init_data_words(&data, &geometry, nonce);
-        let generation = Generation::heap(data, lock);
-        Ok(Self::with_generation(
-            geometry,
-            config.ttl_ns,
-            None,
-            generation,
-        ))
+        Ok(Self::over_heap(geometry, config.ttl_ns, data, lock))
     }
 
-    /// A heap store whose memory starts as the given images (as if mapped from hostile files):
-    /// for fuzzing the open checks and every operation on garbage. A header that does not
-    /// match `config` (or a short image) is an [`ErrorKind::Corrupt`] error, as `open` would
-    /// replace such a file.
-    pub fn from_image(config: ShmConfig, data: &[u8], lock: &[u8]) -> Result<ShmStore> {
-        let geometry = Geometry::new(
-            config.capacity,
-            config.key_bytes_max,
-            config.value_bytes_max,
-        )?;
-        let to_words = |bytes: &[u8], count: usize| -> Option<Box<[AtomicU64]>> {
-            (bytes.len() >= count * WORD_BYTES).then(|| {
-                bytes
-                    .chunks_exact(WORD_BYTES)
-                    .take(count)
-                    .map(|c| AtomicU64::new(u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]))))
-                    .collect()
-            })
-        };
-        let corrupt =
-            |what: &str| Error::new(ErrorKind::Corrupt, format!("image rejected: {what}"));
-        let lock =
-            to_words(lock, LOCK_FILE_WORDS).ok_or_else(|| corrupt("lock image too short"))?;
-        if !lock_words_valid(&lock) {
-            return Err(corrupt("lock header mismatch"));
-        }
-        let data = to_words(data, geometry.region_words())
-            .ok_or_else(|| corrupt("data image too short"))?;
-        let header: Vec<u64> = data[..HEADER_WORDS]
-            .iter()
-            .map(|w| w.load(Relaxed))
-            .collect();
-        check_header(&header, &geometry, Some(lock_nonce_of(&lock)))
-            .map_err(|e| corrupt(&e.to_string()))?;
-        let generation = Generation::heap(data, lock);
-        Ok(Self::with_generation(
-            geometry,
-            config.ttl_ns,
-            None,
-            generation,
-        ))
+    /// A store over the given heap words (no files, no fork bookkeeping).
+    fn over_heap(
+        geometry: Geometry,
+        ttl_ns: Option<u64>,
+        data: Box<[AtomicU64]>,
+        lock: Box<[AtomicU64]>,
+    ) -> ShmStore {
+        Self::with_generation(geometry, ttl_ns, None, Generation::heap(data, lock))
     }
 
     fn with_generation(
@@ -344,21 +305,6 @@ impl ShmStore {
             me,
             dir: OnceCell::new(),
         }
-    }
-
-    /// The current data and lock images (tests, fuzzing, simulator snapshots).
-    pub fn image(&self) -> (Vec<u8>, Vec<u8>) {
-        let generation = self.generation();
-        let bytes = |words: &[AtomicU64]| {
-            words
-                .iter()
-                .flat_map(|w| w.load(Relaxed).to_ne_bytes())
-                .collect::<Vec<u8>>()
-        };
-        (
-            bytes(generation.data.words()),
-            bytes(generation.lock.words()),
-        )
     }
 
     /// Paths of the files (`None` for a heap store).
