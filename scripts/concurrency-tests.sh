@@ -14,7 +14,8 @@
 #   LOOM_MAX_PREEMPTIONS  bound loom's search (default: unbounded, exhaustive)
 #
 # Both run in release mode (the search is CPU-bound) without LTO, in their own target
-# directories: loom needs RUSTFLAGS="--cfg loom", which must not invalidate the normal build,
+# directories: loom needs RUSTFLAGS="--cfg warp_loom" (a project cfg, so that dependencies with a
+# `cfg(loom)` of their own stay as they are), which must not invalidate the normal build,
 # and the shuttle feature makes the core's atomics usable only inside shuttle.
 set -euo pipefail
 
@@ -42,7 +43,7 @@ fi
 if [ "$part" != shuttle ]; then
   echo "==== loom (tests/rust/loom_seqlock.rs)"
   t0=$(date +%s)
-  CARGO_TARGET_DIR="$base/loom" RUSTFLAGS="--cfg loom" \
+  CARGO_TARGET_DIR="$base/loom" RUSTFLAGS="--cfg warp_loom" \
     cargo test -p warp-cache-tests --release --test loom_seqlock
   echo "loom: $(( $(date +%s) - t0 ))s including the build"
 fi

@@ -1,18 +1,18 @@
 //! Lock and atomic shim: the stores import their synchronisation from here so that the same
 //! production code runs on `std`/`parking_lot` normally, under shuttle's randomized scheduler
-//! with `--features shuttle`, and under loom's model checker with `RUSTFLAGS="--cfg loom"`.
+//! with `--features shuttle`, and under loom's model checker with `RUSTFLAGS="--cfg warp_loom"`.
 
-#[cfg(all(feature = "shuttle", not(loom)))]
+#[cfg(all(feature = "shuttle", not(warp_loom)))]
 pub use shuttle::sync::atomic::{
     fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
-#[cfg(loom)]
+#[cfg(warp_loom)]
 pub use loom::sync::atomic::{
     fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
-#[cfg(all(not(feature = "shuttle"), not(loom)))]
+#[cfg(all(not(feature = "shuttle"), not(warp_loom)))]
 pub use std::sync::atomic::{
     fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };

@@ -2,10 +2,10 @@
 //! under loom's model checker: a reader never accepts a torn pair, and two writers never
 //! overlap. Run with:
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test -p warp-cache-tests --test loom_seqlock --release`
+//! `RUSTFLAGS="--cfg warp_loom" cargo test -p warp-cache-tests --test loom_seqlock --release`
 //!
-//! Without `--cfg loom` this file compiles to nothing.
-#![cfg(loom)]
+//! Without `--cfg warp_loom` this file compiles to nothing.
+#![cfg(warp_loom)]
 
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;

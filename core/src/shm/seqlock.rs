@@ -1,6 +1,7 @@
 //! The seqlock and the crash-safe writer lock, generic over where their two words live
-//! ([`Word`]): `AtomicU64`s inside the mapped lock file in production, loom atomics in
-//! `tests/rust/loom_seqlock.rs`, which runs *this* code under loom's model checker.
+//! ([`Word`]): `AtomicU64`s inside the mapped lock file in production, the model checker's
+//! atomics of [`crate::sync`] in `tests/rust/loom_seqlock.rs` and `shuttle_seqlock.rs`, which
+//! run *this* code under loom and shuttle.
 //!
 //! # Protocol (INV-S3)
 //!
@@ -23,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A 64-bit atomic word plus the matching fence: implemented for std's `AtomicU64` (the
-/// mapping) and, under `cfg(loom)`, for loom's.
+/// mapping) and, under loom or shuttle, for the atomics of [`crate::sync`].
 pub trait Word {
     fn load(&self, order: Ordering) -> u64;
     fn store(&self, value: u64, order: Ordering);
@@ -41,59 +42,47 @@ pub trait Word {
         Self: Sized;
 }
 
-impl Word for std::sync::atomic::AtomicU64 {
-    #[inline]
-    fn load(&self, order: Ordering) -> u64 {
-        std::sync::atomic::AtomicU64::load(self, order)
-    }
-    #[inline]
-    fn store(&self, value: u64, order: Ordering) {
-        std::sync::atomic::AtomicU64::store(self, value, order)
-    }
-    #[inline]
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        std::sync::atomic::AtomicU64::compare_exchange(self, current, new, success, failure)
-    }
-    #[inline]
-    fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
-        std::sync::atomic::AtomicU64::fetch_add(self, value, order)
-    }
-    #[inline]
-    fn fence(order: Ordering) {
-        std::sync::atomic::fence(order)
-    }
+/// Implements [`Word`] for an atomic type by forwarding to its own methods and fence.
+macro_rules! impl_word {
+    ($atomic:ty, $fence:path) => {
+        impl Word for $atomic {
+            #[inline]
+            fn load(&self, order: Ordering) -> u64 {
+                <$atomic>::load(self, order)
+            }
+            #[inline]
+            fn store(&self, value: u64, order: Ordering) {
+                <$atomic>::store(self, value, order)
+            }
+            #[inline]
+            fn compare_exchange(
+                &self,
+                current: u64,
+                new: u64,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<u64, u64> {
+                <$atomic>::compare_exchange(self, current, new, success, failure)
+            }
+            #[inline]
+            fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
+                <$atomic>::fetch_add(self, value, order)
+            }
+            #[inline]
+            fn fence(order: Ordering) {
+                $fence(order)
+            }
+        }
+    };
 }
 
-#[cfg(loom)]
-impl Word for loom::sync::atomic::AtomicU64 {
-    fn load(&self, order: Ordering) -> u64 {
-        loom::sync::atomic::AtomicU64::load(self, order)
-    }
-    fn store(&self, value: u64, order: Ordering) {
-        loom::sync::atomic::AtomicU64::store(self, value, order)
-    }
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        loom::sync::atomic::AtomicU64::compare_exchange(self, current, new, success, failure)
-    }
-    fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
-        loom::sync::atomic::AtomicU64::fetch_add(self, value, order)
-    }
-    fn fence(order: Ordering) {
-        loom::sync::atomic::fence(order)
-    }
-}
+// The mapping's words: always std's atomics, whatever the build, because the kernel shares
+// them between processes.
+impl_word!(std::sync::atomic::AtomicU64, std::sync::atomic::fence);
+
+// The sync shim's atomics, when they are a model checker's (loom or shuttle) rather than std's.
+#[cfg(any(warp_loom, feature = "shuttle"))]
+impl_word!(crate::sync::AtomicU64, crate::sync::fence);
 
 /// An open write section: the odd sequence value it set, its holder, and whether the previous
 /// writer died inside its own section (the sequence was already odd).
