@@ -2,6 +2,7 @@
 //! in `region.rs`): clock, process identity and liveness, CPU number, and the signals the
 //! failpoints raise, and the fork hook that keeps presence files (`liveness.rs`) per process.
 //! Every block states the invariant it relies on.
+#![allow(unsafe_code)] // The crate's OS primitives: libc calls with nothing safe to wrap them.
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process on the machine. Read it
 /// through [`crate::clock`], the one entry.

@@ -21,6 +21,7 @@
 //! bottom of this file (INV-S6): a fault inside a registered mapping maps a private zero page
 //! over the faulting page and flags the mapping; the store never serves a read from a flagged
 //! mapping and moves to fresh files. Faults anywhere else go to the previous handler.
+#![allow(unsafe_code)] // Opening and mapping the shared files takes openat/mmap/munmap.
 
 use std::ffi::CString;
 use std::fs::File;

@@ -1,3 +1,5 @@
+#![allow(unsafe_code)] // The SIGBUS handler: sigaction and remapping zero pages over a fault.
+
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 

@@ -1,4 +1,5 @@
 //! Space reservation and the precise errors for files and directories that cannot be used.
+#![allow(unsafe_code)] // posix_fallocate has no std wrapper.
 
 use std::fs::File;
 #[cfg(target_os = "linux")]

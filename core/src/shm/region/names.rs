@@ -1,5 +1,6 @@
 //! Where shared files live and how cache names become file names (only `[A-Za-z0-9._-]`,
 //! never starting with a dot, long names hashed).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use super::*;
 
 fn temp_dir(tag: &str) -> PathBuf {
