@@ -17,6 +17,8 @@ pub mod mem;
 pub mod model;
 pub mod policy;
 pub mod shm;
+pub mod stats;
 pub mod sync;
 
 pub use error::{Error, ErrorKind};
+pub use stats::CacheStats;

@@ -474,17 +474,7 @@ impl CachedFunction {
 
     /// `CacheInfo(hits=, misses=, max_size=, current_size=)`.
     fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
-        guard(|| {
-            let store = self.store.read(py)?;
-            let stats = store.counters().snapshot();
-            Ok(CacheInfo::new(
-                stats.hits,
-                stats.misses,
-                u64::from(store.max_size()),
-                store.len() as u64,
-                None,
-            ))
-        })
+        guard(|| Ok(CacheInfo::from(self.store.read(py)?.cache_stats())))
     }
 
     /// Removes every entry and resets the counters. When this returns, no entry stored

@@ -25,6 +25,18 @@ pub struct CacheInfo {
     pub fallback: Option<String>,
 }
 
+impl From<warp_cache_core::CacheStats> for CacheInfo {
+    fn from(stats: warp_cache_core::CacheStats) -> Self {
+        CacheInfo::new(
+            stats.hits,
+            stats.misses,
+            stats.max_size,
+            stats.current_size,
+            stats.oversize_skips,
+        )
+    }
+}
+
 impl CacheInfo {
     pub fn new(
         hits: u64,

@@ -203,6 +203,18 @@ impl<K, V> MemStore<K, V> {
         &self.counters
     }
 
+    /// Hits, misses and sizes for `cache_info()`.
+    pub fn cache_stats(&self) -> crate::stats::CacheStats {
+        let counts = self.counters.snapshot();
+        crate::stats::CacheStats {
+            hits: counts.hits,
+            misses: counts.misses,
+            max_size: u64::from(self.max_size),
+            current_size: self.len() as u64,
+            oversize_skips: None,
+        }
+    }
+
     #[inline]
     fn entry_at(&self, at: SlotRef) -> Option<&Entry<K, V>> {
         let slot = self.slots.get(at.slot as usize)?;

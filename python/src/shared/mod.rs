@@ -521,13 +521,7 @@ impl SharedCachedFunction {
     fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
         guard(|| {
             let info = py.detach(|| self.store.info()).map_err(to_py)?;
-            Ok(CacheInfo::new(
-                info.hits,
-                info.misses,
-                u64::from(info.capacity),
-                info.current_size,
-                Some(info.oversize_skips),
-            ))
+            Ok(CacheInfo::from(info.cache_stats()))
         })
     }
 

@@ -137,6 +137,19 @@ pub struct ShmInfo {
     pub takeovers: u64,
 }
 
+impl ShmInfo {
+    /// What `cache_info()` reports of these counters.
+    pub fn cache_stats(&self) -> crate::stats::CacheStats {
+        crate::stats::CacheStats {
+            hits: self.hits,
+            misses: self.misses,
+            max_size: u64::from(self.capacity),
+            current_size: self.current_size,
+            oversize_skips: Some(self.oversize_skips),
+        }
+    }
+}
+
 /// Where a file-backed store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShmPaths {
