@@ -289,34 +289,28 @@ impl ShmStore {
         if self.is_disabled() {
             return Ok(InsertOutcome::Skipped(SkipReason::Unfollowable));
         }
-        let mut outcome = self.insert_once(key, hash, value, now_ns)?;
+        // One attempt: lock, one write section, unlock.
+        let insert_once = || -> Result<InsertOutcome> {
+            let view = self.view()?;
+            let Some(guard) = self.lock(&view, LOCK_WAIT) else {
+                return Ok(InsertOutcome::Skipped(SkipReason::LockBusy));
+            };
+            failpoint::hit(Point::AfterLock);
+            let outcome = self.write_section(&view, &guard, |v, epoch| {
+                self.insert_locked(v, epoch, key, hash, value, now_ns)
+            });
+            failpoint::hit(Point::BeforeUnlock);
+            drop(guard);
+            Ok(outcome.unwrap_or(InsertOutcome::Skipped(SkipReason::Corrupt)))
+        };
+        let mut outcome = insert_once()?;
         if region::bus_fault_count() != 0 && self.generation_faulted() {
             // The files were truncated under us (found without an fstat, INV-S6): the write
             // may have gone to private zero pages. Move to fresh files and write once more.
             self.check_files(true)?;
-            outcome = self.insert_once(key, hash, value, now_ns)?;
+            outcome = insert_once()?;
         }
         Ok(outcome)
-    }
-
-    pub(super) fn insert_once(
-        &self,
-        key: &[u8],
-        hash: u64,
-        value: &[u8],
-        now_ns: u64,
-    ) -> Result<InsertOutcome> {
-        let view = self.view()?;
-        let Some(guard) = self.lock(&view, LOCK_WAIT) else {
-            return Ok(InsertOutcome::Skipped(SkipReason::LockBusy));
-        };
-        failpoint::hit(Point::AfterLock);
-        let outcome = self.write_section(&view, &guard, |v, epoch| {
-            self.insert_locked(v, epoch, key, hash, value, now_ns)
-        });
-        failpoint::hit(Point::BeforeUnlock);
-        drop(guard);
-        Ok(outcome.unwrap_or(InsertOutcome::Skipped(SkipReason::Corrupt)))
     }
 
     pub(super) fn insert_locked(
