@@ -31,6 +31,15 @@ def warp_cache_dir(tmp_path, monkeypatch):
     return directory
 
 
+@pytest.fixture(params=["memory", "shared"])
+def backend(request, warp_cache_dir):
+    """Runs a test once per backend, as the ``backend=`` value to pass to ``cache``.
+
+    The shared run's files go to this test's own WARP_CACHE_DIR (``warp_cache_dir``): no two
+    tests, and no test and a real user, share a cache file."""
+    return request.param
+
+
 def pytest_report_header(config):
     import warp_cache._warp_cache as native
 
