@@ -3,7 +3,7 @@ daemon threads inside cached calls at interpreter exit, deep recursion, Ctrl-C w
 a key or value is pickled, and values that can no longer be decoded.
 
 Crashes are checked in child processes (a crash there is a signal exit status, not a dead test
-run)."""
+run). A test that takes ``backend`` runs once per backend (the fixture of conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,7 @@ import pytest
 from shared_util import run_code
 from warp_cache import cache
 
-BACKENDS = ["memory", "shared"]
 
-
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_daemon_threads_inside_cached_calls_do_not_crash_interpreter_exit(backend, tmp_path):
     # CPython ends daemon threads that retake the GIL during finalization with
     # pthread_exit; the process used to die with SIGABRT in 3 of 3 runs.
@@ -103,7 +100,6 @@ C_RECURSION_COUNTER = sys.version_info >= (3, 12)
 
 
 @pytest.mark.skipif(C_RECURSION_COUNTER, reason="3.12+: the C recursion counter binds first")
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_recursion_reaches_lru_cache_depth(backend, tmp_path_factory, tmp_path):
     # lru_cache's depth differs by version (about 14,500 levels on 3.10.13, 15,850 on 3.11.7,
     # 16,350 on 3.9.18), so it is measured here rather than written down.
@@ -114,7 +110,6 @@ def test_recursion_reaches_lru_cache_depth(backend, tmp_path_factory, tmp_path):
 
 
 @pytest.mark.skipif(not C_RECURSION_COUNTER, reason="3.12+ only (before: the test above)")
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_recursion_reaches_lru_cache_depth_under_the_c_recursion_counter(backend, tmp_path):
     # Both stop with RecursionError here (no crash), so measure both in one process.
     code = f"""
@@ -143,13 +138,11 @@ def test_recursion_reaches_lru_cache_depth_under_the_c_recursion_counter(backend
     assert ours >= lru > 100
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_recursion_beyond_the_stack_is_a_recursion_error(backend, tmp_path):
     proc = run_code(recursion_script(backend, 300_000), tmp_path)
     assert proc.stdout.startswith("RecursionError: maximum recursion depth exceeded"), proc.stdout
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_cpython_lru_recursion_fib(backend, tmp_path):
     # CPython's test_lru_recursion with the recursion limit raised, on the main thread; and
     # again after a clear (an emptied shared cache took another path).

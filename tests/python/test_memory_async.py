@@ -1,12 +1,13 @@
 """Async functions: detection, hits that never suspend, single flight per key, cancellation,
-several event loops in several threads."""
+several event loops in several threads.
+
+Behaviour both backends share is tested over both in test_both_backends.py."""
 
 from __future__ import annotations
 
 import asyncio
 import collections.abc
 import inspect
-import sys
 import threading
 
 import pytest
@@ -17,28 +18,6 @@ from warp_cache import cache
 def run(awaitable):
     """Runs a coroutine on a fresh event loop (no pytest-asyncio configuration needed)."""
     return asyncio.run(awaitable)
-
-
-def test_async_detected_at_decoration():
-    @cache(max_size=256)
-    async def fetch_user(user_id: int) -> dict:
-        return {"id": user_id}
-
-    # CPython 3.9's inspect recognizes only plain functions (an lru_cache wrapper of an async
-    # function is not one there either); from 3.10 it accepts function-like objects.
-    if sys.version_info >= (3, 10):
-        assert inspect.iscoroutinefunction(fetch_user)
-    assert asyncio.iscoroutinefunction(fetch_user)
-    assert fetch_user.__name__ == "fetch_user"
-
-    async def main():
-        first = await fetch_user(42)
-        second = await fetch_user(42)
-        assert first == {"id": 42} and second is first
-        return fetch_user.cache_info()
-
-    info = run(main())
-    assert (info.hits, info.misses, info.current_size) == (1, 1, 1)
 
 
 def test_hits_never_suspend():
@@ -90,27 +69,6 @@ def test_hit_is_an_already_completed_coroutine_like_object():
         with pytest.raises(KeyError):
             value(1).throw(KeyError("x"))
         value(1).close()
-
-    run(main())
-
-
-def test_single_flight_shares_one_computation():
-    calls = []
-
-    @cache()
-    async def slow(x):
-        calls.append(x)
-        await asyncio.sleep(0.02)
-        return x * 2
-
-    async def main():
-        results = await asyncio.gather(*(slow(3) for _ in range(10)), slow(4))
-        assert results == [6] * 10 + [8]
-        assert sorted(calls) == [3, 4]
-        info = slow.cache_info()
-        assert info.hits + info.misses == 11 and info.misses == 11
-        assert await slow(3) == 6
-        assert slow.cache_info().hits == 1
 
     run(main())
 

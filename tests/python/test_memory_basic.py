@@ -1,10 +1,10 @@
-"""The decorator's surface: forms, CacheInfo, cache_clear, metadata, pickling, typing files."""
+"""The decorator's surface: forms, CacheInfo, cache_clear, metadata, pickling, typing files.
+
+Behaviour both backends share is tested over both in test_both_backends.py."""
 
 from __future__ import annotations
 
-import copy
 import functools
-import inspect
 import os
 import pathlib
 import pickle
@@ -37,19 +37,6 @@ def test_public_names():
     assert set(warp_cache.__all__) >= {"cache", "Backend", "CacheInfo"}
     assert Backend.MEMORY == 0 and Backend.SHARED == 1
     assert issubclass(Backend, int)
-
-
-def test_spec_example_cache_info_repr_and_clear():
-    compute.cache_clear()
-    assert compute(5) == 25
-    assert compute(5) == 25
-    info = compute.cache_info()
-    assert repr(info) == "CacheInfo(hits=1, misses=1, max_size=100, current_size=1)"
-    assert str(info) == repr(info)
-    assert (info.hits, info.misses, info.max_size, info.current_size) == (1, 1, 100, 1)
-    assert info.oversize_skips is None
-    compute.cache_clear()
-    assert compute.cache_info() == CacheInfo(hits=0, misses=0, max_size=100, current_size=0)
 
 
 def test_cache_info_is_a_small_value_type():
@@ -126,25 +113,6 @@ def test_per_test_cache_directory(warp_cache_dir):
     assert warp_cache_dir.is_dir()
 
 
-def test_wraps_metadata():
-    assert compute.__name__ == "compute"
-    assert compute.__qualname__ == "compute"
-    assert compute.__module__ == __name__
-    assert compute.__doc__ == "Squares n."
-    assert compute.__wrapped__(3) == 9
-    assert inspect.signature(compute) == inspect.signature(compute.__wrapped__)
-    assert not inspect.iscoroutinefunction(compute)
-    assert inspect.unwrap(compute) is compute.__wrapped__
-
-    def annotated(a: int, *, b: str = "x") -> float:
-        return 1.0
-
-    wrapped = cache(annotated)
-    assert wrapped.__annotations__ == annotated.__annotations__
-    assert str(inspect.signature(wrapped)) == str(inspect.signature(annotated))
-    assert "annotated" in repr(wrapped)
-
-
 def test_function_attributes_are_kept_and_settable():
     def tagged(x):
         return x
@@ -186,19 +154,6 @@ def test_staticmethod_and_classmethod_composition():
     assert C.named(1) == ("C", 1) and C.named(1) == ("C", 1)
 
 
-def test_pickles_by_reference_like_lru_cache():
-    assert pickle.loads(pickle.dumps(compute)) is compute
-    assert pickle.loads(pickle.dumps(Holder.method)) is Holder.method
-    assert copy.copy(compute) is compute and copy.deepcopy(compute) is compute
-
-    @cache
-    def local(x):
-        return x
-
-    with pytest.raises((pickle.PicklingError, AttributeError)):
-        pickle.dumps(local)
-
-
 def test_pickled_function_runs_in_a_worker_process():
     import multiprocessing
 
@@ -225,17 +180,6 @@ def test_callable_objects_and_partials_can_be_cached():
 def test_non_callables_are_rejected():
     with pytest.raises(TypeError):
         cache()(42)
-
-
-def test_shared_backend_is_routed_to_its_hook():
-    for backend in ("shared", 1, Backend.SHARED):
-
-        @cache(backend=backend)
-        def f(x):
-            return x
-
-        assert type(f) is warp_cache.SharedCachedFunction and f(1) == 1
-        assert f.cache_info().oversize_skips == 0
 
 
 def test_typing_files_ship_with_the_package():

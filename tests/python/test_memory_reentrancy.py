@@ -1,5 +1,7 @@
 """Reentrancy: Python code (recursion, __eq__, __hash__, __del__, other threads) that calls the
-cache while a lookup or an insert is in progress must neither crash nor be silently ignored."""
+cache while a lookup or an insert is in progress must neither crash nor be silently ignored.
+
+Behaviour both backends share is tested over both in test_both_backends.py."""
 
 from __future__ import annotations
 
@@ -10,16 +12,6 @@ import threading
 import pytest
 
 from warp_cache import cache
-
-
-def test_recursive_function():
-    @cache(max_size=1000)
-    def fib(n):
-        return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-    assert fib(200) == 280571172992510140037611932413038677189525
-    info = fib.cache_info()
-    assert info.misses == 201 and info.current_size == 201
 
 
 def test_recursion_with_evictions():

@@ -1,5 +1,7 @@
 """Many threads on one cached function: results always correct, counters consistent, the
-size bound holds."""
+size bound holds.
+
+Behaviour both backends share is tested over both in test_both_backends.py."""
 
 from __future__ import annotations
 
@@ -18,72 +20,6 @@ def test_thread_pool_map_from_the_spec():
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(work, range(100)))
     assert results == [x * x for x in range(100)]
-
-
-def test_eight_threads_hammering_one_function():
-    max_size = 64
-    calls_per_thread = 4000
-    computed = []
-    computed_lock = threading.Lock()
-
-    @cache(max_size=max_size)
-    def f(x, y=0):
-        with computed_lock:
-            computed.append(x)
-        return (x, y, x * 31 + y)
-
-    errors = []
-    sizes = []
-    start = threading.Barrier(8)
-
-    def hammer(seed):
-        rng = random.Random(seed)
-        start.wait()
-        try:
-            for i in range(calls_per_thread):
-                x = int(rng.paretovariate(1.2)) % 200
-                if i % 3 == 0:
-                    result = f(x, y=1)
-                    expected = (x, 1, x * 31 + 1)
-                elif i % 3 == 1:
-                    result = f(x, 1)
-                    expected = (x, 1, x * 31 + 1)
-                else:
-                    result = f(x)
-                    expected = (x, 0, x * 31)
-                if result != expected:
-                    errors.append((x, result, expected))
-                if i % 97 == 0:
-                    sizes.append(f.cache_info().current_size)
-                if seed == 0 and i % 1000 == 999:
-                    f.cache_clear()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert max(sizes) <= max_size
-    info = f.cache_info()
-    assert info.current_size <= max_size
-    # Counters restart at each clear (thread 0 clears 4 times); count from a quiet start.
-    f.cache_clear()
-
-    def count_calls():
-        for i in range(500):
-            f(i % 100)
-
-    threads = [threading.Thread(target=count_calls) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    info = f.cache_info()
-    assert info.hits + info.misses == 8 * 500
-    assert info.current_size <= max_size
 
 
 def test_threads_with_user_keys_and_reentrant_eq():

@@ -1,35 +1,26 @@
 """Shared backend (backend="shared"), one process: the decorator's contract.
 
-Every test runs with its own WARP_CACHE_DIR (conftest.py)."""
+Every test runs with its own WARP_CACHE_DIR (conftest.py). Behaviour both backends share is
+tested over both in test_both_backends.py."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import os
-import pickle
 import stat
 import sys
 import threading
-import time
 
 import pytest
 
 from shared_util import cache_files
 
-import warp_cache
-from warp_cache import Backend, CacheInfo, cache
+from warp_cache import cache
 
 
 def shared(**kwargs):
     return cache(backend="shared", **kwargs)
-
-
-@shared(max_size=64)
-def module_level_square(x):
-    """Squares x."""
-    return x * x
 
 
 class Point:
@@ -46,105 +37,6 @@ class Point:
         return self.x * factor
 
 
-@pytest.mark.parametrize("backend", ["shared", 1, Backend.SHARED])
-def test_every_spelling_selects_the_shared_backend(backend):
-    @cache(backend=backend)
-    def f(x):
-        return x + 1
-
-    assert type(f) is warp_cache.SharedCachedFunction
-    assert f(1) == 2 and f(1) == 2
-    assert f.cache_info() == CacheInfo(1, 1, 128, 1, 0)
-
-
-def test_cache_info_has_oversize_skips_and_the_memory_repr_is_unchanged():
-    @shared(max_size=100)
-    def compute(n):
-        return n**2
-
-    compute(5)
-    compute(5)
-    info = compute.cache_info()
-    assert repr(info) == "CacheInfo(hits=1, misses=1, max_size=100, current_size=1, oversize_skips=0)"
-    assert tuple(info) == (1, 1, 100, 1, 0) and info.oversize_skips == 0
-    assert info._fields == ["hits", "misses", "max_size", "current_size", "oversize_skips"]
-
-    @cache(max_size=100)
-    def memory(n):
-        return n**2
-
-    memory(5)
-    memory(5)
-    assert repr(memory.cache_info()) == "CacheInfo(hits=1, misses=1, max_size=100, current_size=1)"
-
-
-def test_cache_clear_removes_entries_and_resets_counters():
-    calls = []
-
-    @shared()
-    def f(x):
-        calls.append(x)
-        return x
-
-    for x in range(5):
-        f(x)
-        f(x)
-    assert f.cache_info() == CacheInfo(5, 5, 128, 5, 0)
-    f.cache_clear()
-    assert f.cache_info() == CacheInfo(0, 0, 128, 0, 0)
-    f(1)
-    assert calls == [0, 1, 2, 3, 4, 1]
-
-
-def test_eviction_keeps_at_most_max_size_entries():
-    @shared(max_size=8)
-    def f(x):
-        return -x
-
-    for x in range(100):
-        assert f(x) == -x
-    info = f.cache_info()
-    assert info.current_size == 8 and info.misses == 100
-    f._shared_validate()
-
-
-def test_keywords_are_sorted_and_never_confused_with_positional_arguments():
-    calls = []
-
-    @shared()
-    def f(*args, **kwargs):
-        calls.append((args, kwargs))
-        return (args, tuple(sorted(kwargs.items())))
-
-    assert f(a=1, b=2) == f(b=2, a=1)
-    assert len(calls) == 1
-    # Calls whose positional arguments look like the keywords get their own entries.
-    f("a", 1, "b", 2)
-    f(1, x=2)
-    f(1, "x", 2)
-    f(x=1)
-    f("x", 1)
-    f((), (("x", 1),))
-    assert len(calls) == 7
-    assert f.cache_info().hits == 1
-
-
-def test_exceptions_propagate_and_are_not_cached():
-    calls = []
-
-    @shared()
-    def f(x):
-        calls.append(x)
-        if len(calls) == 1:
-            raise KeyError(x)
-        return x
-
-    with pytest.raises(KeyError):
-        f(1)
-    assert f(1) == 1 and f(1) == 1
-    assert calls == [1, 1]
-
-
 def test_methods_bind_and_self_is_part_of_the_key():
     Point.calls = 0
     a, b, a_again = Point(2), Point(3), Point(2)
@@ -154,16 +46,6 @@ def test_methods_bind_and_self_is_part_of_the_key():
     assert a_again.scaled(10) == 20
     assert Point.calls == 2
     assert Point.scaled(a, 10) == 20
-
-
-def test_functools_metadata_and_pickling_by_reference():
-    f = module_level_square
-    assert f.__wrapped__(3) == 9
-    assert f.__name__ == "module_level_square" and f.__doc__ == "Squares x."
-    assert f.__qualname__ == "module_level_square" and f.__module__ == __name__
-    assert str(inspect.signature(f)) == "(x)"
-    assert pickle.loads(pickle.dumps(f)) is f
-    assert "shared cached function module_level_square" in repr(f)
 
 
 def test_oversize_keys_and_values_are_computed_returned_not_cached_and_counted():
@@ -234,65 +116,6 @@ def test_unhashable_but_picklable_arguments_are_cached():
     assert len(calls) == 1
 
 
-def test_ttl_zero_never_serves():
-    calls = []
-
-    @shared(ttl=0)
-    def f(x):
-        calls.append(x)
-        return x
-
-    for _ in range(3):
-        assert f(1) == 1
-    assert len(calls) == 3
-    info = f.cache_info()
-    assert (info.hits, info.current_size) == (0, 0)
-
-
-def test_ttl_expires_entries():
-    calls = []
-
-    @shared(ttl=0.2)
-    def f(x):
-        calls.append(x)
-        return x
-
-    f(1)
-    f(1)
-    assert len(calls) == 1
-    time.sleep(0.3)
-    f(1)
-    assert len(calls) == 2
-
-
-@pytest.mark.parametrize("name", ["max_key_size", "max_value_size"])
-@pytest.mark.parametrize(
-    "value, error",
-    [
-        (0, ValueError),
-        (-1, ValueError),
-        (2**32, ValueError),
-        (2**64, ValueError),
-        (1.5, TypeError),
-        (True, TypeError),
-        ("8", TypeError),
-        (None, TypeError),
-    ],
-)
-def test_bad_byte_limits_fail_at_decoration(name, value, error):
-    with pytest.raises(error, match=name):
-        shared(**{name: value})
-
-
-@pytest.mark.parametrize(
-    "ttl, error",
-    [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), ("1", TypeError), (True, TypeError)],
-)
-def test_bad_ttl_fails_at_decoration(ttl, error):
-    with pytest.raises(error, match="ttl"):
-        shared(ttl=ttl)
-
-
 @pytest.mark.parametrize("max_size", [2**32, 2**40, 2**31 + 1])
 def test_max_size_beyond_the_layout_fails_at_decoration(max_size):
     with pytest.raises(ValueError, match="max_size"):
@@ -320,14 +143,6 @@ def test_region_larger_than_the_filesystem_fails_at_decoration(warp_cache_dir):
     assert os.listdir(warp_cache_dir) == [], "nothing left behind"
 
 
-def test_generators_are_rejected():
-    def gen():
-        yield 1
-
-    with pytest.raises(TypeError, match="generator"):
-        shared()(gen)
-
-
 def test_files_live_in_the_cache_directory_with_private_modes(warp_cache_dir):
     @shared()
     def f(x):
@@ -345,7 +160,8 @@ def test_files_live_in_the_cache_directory_with_private_modes(warp_cache_dir):
     assert stat.S_IMODE(os.stat(warp_cache_dir).st_mode) == 0o700
 
 
-def test_recursion_and_reentrancy():
+def test_reentrancy_from_inside_key_pickling():
+    # Recursion alone (no pickling hook): test_both_backends.py::test_recursive_function.
     @shared(max_size=512)
     def fib(n):
         return n if n < 2 else fib(n - 1) + fib(n - 2)
@@ -364,60 +180,6 @@ def test_recursion_and_reentrancy():
         return fib(10)
 
     assert g(Sneaky()) == 55 and g(Sneaky()) == 55
-
-
-def test_threads_share_one_cache_and_counters_add_up():
-    @shared(max_size=64)
-    def f(x):
-        return x * 3
-
-    errors = []
-
-    def work(seed):
-        try:
-            for i in range(2000):
-                x = (i * 7 + seed) % 100
-                assert f(x) == x * 3
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    info = f.cache_info()
-    assert info.hits + info.misses == 8 * 2000
-    f._shared_validate()
-
-
-def test_async_functions_hit_without_awaiting_and_share_flights():
-    calls = []
-
-    @shared()
-    async def fetch(x):
-        calls.append(x)
-        await asyncio.sleep(0.01)
-        return {"x": x}
-
-    assert asyncio.iscoroutinefunction(fetch)
-
-    async def main():
-        first = await fetch(1)
-        hit = fetch(1)
-        assert inspect.isawaitable(hit)
-        second = await hit
-        together = await asyncio.gather(*(fetch(2) for _ in range(5)))
-        return first, second, together
-
-    first, second, together = asyncio.run(main())
-    assert first == second == {"x": 1} and type(second) is dict
-    assert all(r == {"x": 2} for r in together)
-    assert calls == [1, 2], "one computation per key, concurrent awaits shared it"
-    info = fetch.cache_info()
-    assert info.misses == 1 + 5 and info.hits == 1
-    assert info.current_size == 2
 
 
 def test_async_exceptions_are_not_cached_and_oversize_is_counted():

@@ -9,7 +9,6 @@ import enum
 import fractions
 import math
 import multiprocessing
-import os
 
 import pytest
 
@@ -279,17 +278,3 @@ def test_key_size_is_the_encoded_call():
     f(1)
     f(1, 2)
     assert f.cache_info().hits == 1 and f.cache_info().oversize_skips == 1
-
-
-def test_hash_seed_never_matters_in_process():
-    # Keys are hashed from their bytes (fixed-seed ahash): equal keys built in different
-    # ways are one entry; PYTHONHASHSEED across processes: test_shared_processes.py.
-    @cache(backend="shared")
-    def f(s):
-        return os.getpid()
-
-    a = "".join(["ab", "cd"])
-    b = "abcd"
-    f(a)
-    f(b)
-    assert f.cache_info().hits == 1
