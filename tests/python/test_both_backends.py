@@ -499,3 +499,29 @@ def test_async_single_flight_shares_one_computation(backend):
         assert slow.cache_info().hits == 1
 
     asyncio.run(main())
+
+
+def test_async_exceptions_are_shared_by_waiters_and_not_cached(backend):
+    calls = []
+
+    @cache(backend=backend)
+    async def flaky(x):
+        calls.append(x)
+        await asyncio.sleep(0.01)
+        if len(calls) <= 2:
+            raise ValueError("first attempts fail")
+        return x
+
+    async def main():
+        with pytest.raises(ValueError):
+            await flaky(1)
+        assert calls == [1]
+        results = await asyncio.gather(flaky(1), flaky(1), flaky(1), return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in results)
+        assert calls == [1, 1], "the waiters shared the leader's exception"
+        assert await flaky(1) == 1
+        assert calls == [1, 1, 1]
+        assert await flaky(1) == 1
+        assert calls == [1, 1, 1], "a hit"
+
+    asyncio.run(main())

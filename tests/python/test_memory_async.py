@@ -73,28 +73,6 @@ def test_hit_is_an_already_completed_coroutine_like_object():
     run(main())
 
 
-def test_exceptions_are_shared_by_waiters_and_not_cached():
-    calls = []
-
-    @cache()
-    async def flaky(x):
-        calls.append(x)
-        await asyncio.sleep(0.01)
-        if len(calls) == 1:
-            raise ValueError("first attempt fails")
-        return x
-
-    async def main():
-        results = await asyncio.gather(flaky(1), flaky(1), flaky(1), return_exceptions=True)
-        assert all(isinstance(r, ValueError) for r in results)
-        assert calls == [1]
-        assert await flaky(1) == 1
-        assert calls == [1, 1]
-        assert await flaky(1) == 1
-
-    run(main())
-
-
 def test_cancelling_the_leader_does_not_strand_the_waiters():
     calls = []
 
