@@ -186,3 +186,112 @@ impl CacheInfo {
         Ok((slf.get_type().into_any(), args))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pyo3::prelude::*;
+    use pyo3::types::{PyDict, PyTuple};
+
+    use super::CacheInfo;
+
+    fn eval<'py>(py: Python<'py>, source: &str, info: &Bound<'py, CacheInfo>) -> Bound<'py, PyAny> {
+        let locals = PyDict::new(py);
+        locals.set_item("info", info).unwrap();
+        py.eval(
+            &std::ffi::CString::new(source).unwrap(),
+            None,
+            Some(&locals),
+        )
+        .unwrap()
+    }
+
+    fn text(value: Bound<'_, PyAny>) -> String {
+        value.str().unwrap().to_string()
+    }
+
+    #[test]
+    fn memory_info_has_four_fields() {
+        Python::attach(|py| {
+            let info = Bound::new(py, CacheInfo::new(1, 2, 100, 3, None)).unwrap();
+            assert_eq!(
+                text(eval(py, "repr(info)", &info)),
+                "CacheInfo(hits=1, misses=2, max_size=100, current_size=3)"
+            );
+            assert_eq!(text(eval(py, "tuple(info)", &info)), "(1, 2, 100, 3)");
+            assert_eq!(text(eval(py, "len(info)", &info)), "4");
+            assert_eq!(text(eval(py, "info[-1]", &info)), "3");
+            assert_eq!(
+                text(eval(py, "info._fields", &info)),
+                "['hits', 'misses', 'max_size', 'current_size']"
+            );
+            assert_eq!(
+                text(eval(py, "info._asdict()", &info)),
+                "{'hits': 1, 'misses': 2, 'max_size': 100, 'current_size': 3}"
+            );
+            assert_eq!(text(eval(py, "info.oversize_skips", &info)), "None");
+            assert_eq!(text(eval(py, "info.fallback", &info)), "None");
+        });
+    }
+
+    #[test]
+    fn shared_info_has_oversize_skips() {
+        Python::attach(|py| {
+            let info = Bound::new(py, CacheInfo::new(5, 6, 7, 8, Some(9))).unwrap();
+            assert_eq!(
+                text(eval(py, "repr(info)", &info)),
+                "CacheInfo(hits=5, misses=6, max_size=7, current_size=8, oversize_skips=9)"
+            );
+            assert_eq!(text(eval(py, "tuple(info)", &info)), "(5, 6, 7, 8, 9)");
+            assert_eq!(text(eval(py, "len(info)", &info)), "5");
+            assert_eq!(
+                text(eval(py, "info._asdict()['oversize_skips']", &info)),
+                "9"
+            );
+        });
+    }
+
+    #[test]
+    fn fallback_is_shown_but_is_not_a_field() {
+        Python::attach(|py| {
+            let info = CacheInfo {
+                fallback: Some("no /dev/shm".to_owned()),
+                ..CacheInfo::new(0, 1, 2, 0, None)
+            };
+            let info = Bound::new(py, info).unwrap();
+            assert_eq!(
+                text(eval(py, "repr(info)", &info)),
+                "CacheInfo(hits=0, misses=1, max_size=2, current_size=0, fallback=\"no /dev/shm\")"
+            );
+            assert_eq!(text(eval(py, "len(info)", &info)), "4");
+        });
+    }
+
+    #[test]
+    fn equal_infos_are_equal_and_hash_alike() {
+        Python::attach(|py| {
+            let a = Bound::new(py, CacheInfo::new(1, 2, 3, 4, None)).unwrap();
+            let b = Bound::new(py, CacheInfo::new(1, 2, 3, 4, None)).unwrap();
+            let c = Bound::new(py, CacheInfo::new(1, 2, 3, 4, Some(0))).unwrap();
+            assert!(a.eq(&b).unwrap());
+            assert_eq!(a.hash().unwrap(), b.hash().unwrap());
+            assert!(!a.eq(&c).unwrap());
+        });
+    }
+
+    #[test]
+    fn reduce_rebuilds_an_equal_info() {
+        Python::attach(|py| {
+            for oversize_skips in [None, Some(3)] {
+                let info = Bound::new(py, CacheInfo::new(1, 2, 3, 4, oversize_skips)).unwrap();
+                let reduced = info.call_method0("__reduce__").unwrap();
+                let reduced = reduced.cast::<PyTuple>().unwrap();
+                let rebuilt = reduced
+                    .get_item(0)
+                    .unwrap()
+                    .call1(reduced.get_item(1).unwrap().cast::<PyTuple>().unwrap())
+                    .unwrap();
+                assert!(rebuilt.eq(&info).unwrap());
+            }
+        });
+    }
+}
