@@ -743,3 +743,6 @@ pub fn slow_eq(py: Python<'_>, stored: &StoredKey, probe: KeyView<'_>) -> PyResu
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests;
