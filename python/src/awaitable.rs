@@ -2,7 +2,7 @@
 //! function returns on a hit (awaiting it never suspends), and [`KeyHandle`], a stored key
 //! carried through an async miss (hashable, for the single-flight table).
 
-use pyo3::exceptions::{PyStopIteration, PyTypeError};
+use pyo3::exceptions::PyStopIteration;
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
@@ -73,9 +73,7 @@ impl Ready {
             _ => typ.clone(),
         };
         if !exception.is_instance_of::<pyo3::exceptions::PyBaseException>() {
-            return Err(PyTypeError::new_err(
-                "throw() expects an exception type or instance",
-            ));
+            return Err(crate::errors::throw_needs_an_exception());
         }
         let _ = py;
         Err(PyErr::from_value(exception))

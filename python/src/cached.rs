@@ -20,7 +20,6 @@ use std::mem::{offset_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
@@ -28,12 +27,11 @@ use pyo3::types::{PyBool, PyDict, PyTuple};
 use pyo3::PyTraverseError;
 use warp_cache_core::clock::monotonic_now_ns;
 use warp_cache_core::mem::{Displaced, Hit, Lookup, MemStore, SlotRef, MAX_SIZE_LIMIT};
-use warp_cache_core::Error;
 
 use crate::awaitable::{KeyHandle, Ready};
 use crate::call_shell::{self, attached, into_result_ptr, split_vector_args};
 use crate::cell::{count_hit, count_miss, Store, StoreCell};
-use crate::errors::{guard, to_py};
+use crate::errors::{self, guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key::{self, CallKey, KeyView, KwItems, Quick, StoredKey};
@@ -426,7 +424,7 @@ impl CachedFunction {
             let value_ptrs: Vec<*mut ffi::PyObject> = values.iter().map(Bound::as_ptr).collect();
             for name in &names {
                 if !name.is_instance_of::<pyo3::types::PyString>() {
-                    return Err(PyTypeError::new_err("keywords must be strings"));
+                    return Err(errors::keywords_must_be_strings());
                 }
             }
             // Reused as the stored key only if it is an exact tuple.

@@ -26,12 +26,13 @@
 use std::os::raw::{c_char, c_int};
 use std::ptr;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 use warp_cache_core::codec::{self, EncodeError, ValueRef};
+
+use crate::errors;
 
 /// The pickle protocol of the shared backend (spec: protocol 5).
 pub const PICKLE_PROTOCOL: i32 = 5;
@@ -58,10 +59,6 @@ fn pickle(py: Python<'_>) -> PyResult<&Pickle> {
             protocol: PICKLE_PROTOCOL.into_pyobject(py)?.into_any().unbind(),
         })
     })
-}
-
-fn too_long(err: EncodeError) -> PyErr {
-    PyValueError::new_err(format!("cannot serialize for the shared cache: {err}"))
 }
 
 /// Writes `object` with the codec if its type is exactly one of the fast types; `false` (and
@@ -166,10 +163,10 @@ fn write_pickled(py: Python<'_>, object: &Bound<'_, PyAny>, out: &mut Vec<u8>) -
         .dumps
         .bind(py)
         .call1((object, pickle.protocol.bind(py)))?;
-    let bytes = pickled.cast::<PyBytes>().map_err(|_| {
-        PyTypeError::new_err("pickle.dumps did not return bytes (was the pickle module patched?)")
-    })?;
-    codec::write_pickle(out, bytes.as_bytes()).map_err(too_long)
+    let bytes = pickled
+        .cast::<PyBytes>()
+        .map_err(|_| errors::pickle_returned_no_bytes())?;
+    codec::write_pickle(out, bytes.as_bytes()).map_err(errors::cannot_serialize)
 }
 
 /// Whether a cached value could be serialized (an unpicklable one is returned uncached:
@@ -240,13 +237,7 @@ unsafe fn write_key_element(
             .get_type()
             .name()
             .map_or_else(|_| "?".to_owned(), |name| name.to_string());
-        let err = PyTypeError::new_err(format!(
-            "backend='shared' needs arguments it can serialize (pickle), and {} (of type \
-             {type_name}) cannot be pickled: {cause}",
-            what()
-        ));
-        err.set_cause(py, Some(cause));
-        err
+        errors::unpicklable_argument(py, &what(), &type_name, cause)
     })
 }
 
@@ -258,35 +249,120 @@ enum Part {
     KeywordValue(*mut ffi::PyObject),
 }
 
-/// Writes the key tuple, each element through `element`. The one layout of shared keys:
+/// How [`encode_key_with`] writes each element of a key: [`FastOnly`] or [`Pickling`].
+trait ElementWriter {
+    type Error;
+
+    /// The error of a key with more elements than the codec can count.
+    fn too_many(&self, err: EncodeError) -> Self::Error;
+
+    /// Writes one element, `part` of the call.
+    ///
+    /// # Safety
+    /// `object` is live, and so is the name in a [`Part::KeywordValue`]; the thread is
+    /// attached.
+    unsafe fn write(
+        &mut self,
+        object: *mut ffi::PyObject,
+        part: Part,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Fast-path elements only; `Err(())` at the first element that needs pickle.
+struct FastOnly;
+
+impl ElementWriter for FastOnly {
+    type Error = ();
+
+    fn too_many(&self, _: EncodeError) {}
+
+    #[inline]
+    unsafe fn write(
+        &mut self,
+        object: *mut ffi::PyObject,
+        _: Part,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ()> {
+        // SAFETY: caller contract.
+        if unsafe { write_fast(object, out) } {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+/// The fast path, else pickle; an element that cannot be pickled is a `TypeError` naming it.
+struct Pickling<'py>(Python<'py>);
+
+impl ElementWriter for Pickling<'_> {
+    type Error = PyErr;
+
+    fn too_many(&self, err: EncodeError) -> PyErr {
+        errors::cannot_serialize(err)
+    }
+
+    unsafe fn write(
+        &mut self,
+        object: *mut ffi::PyObject,
+        part: Part,
+        out: &mut Vec<u8>,
+    ) -> PyResult<()> {
+        let py = self.0;
+        let describe = || match part {
+            Part::Positional(index) => format!("positional argument {index}"),
+            Part::KeywordName => "a keyword name".to_owned(),
+            Part::KeywordValue(name) => {
+                // SAFETY: the name is live (caller contract).
+                let name = unsafe { Borrowed::from_ptr(py, name) };
+                let name = name
+                    .str()
+                    .map_or_else(|_| "?".to_owned(), |s| s.to_string());
+                format!("keyword argument '{name}'")
+            }
+        };
+        // SAFETY: caller contract.
+        unsafe { write_key_element(py, object, describe, out) }
+    }
+}
+
+/// Writes the key tuple, each element through `writer`. The one layout of shared keys:
 /// `(positional..., [MARK, name, value, ...])`, keywords in `order`.
 ///
 /// # Safety
 /// As [`encode_key`].
-unsafe fn encode_key_with<E>(
+#[inline]
+unsafe fn encode_key_with<W: ElementWriter>(
     positional: &[*mut ffi::PyObject],
     kw_names: &[*mut ffi::PyObject],
     kw_values: &[*mut ffi::PyObject],
     order: &[usize],
     out: &mut Vec<u8>,
-    overflow: impl FnOnce(EncodeError) -> E,
-    mut element: impl FnMut(*mut ffi::PyObject, Part, &mut Vec<u8>) -> Result<(), E>,
-) -> Result<(), E> {
+    mut writer: W,
+) -> Result<(), W::Error> {
     out.clear();
     let count = if kw_values.is_empty() {
         positional.len()
     } else {
         positional.len() + 1 + 2 * kw_values.len()
     };
-    codec::write_tuple_header(out, count).map_err(overflow)?;
+    codec::write_tuple_header(out, count).map_err(|err| writer.too_many(err))?;
+    // SAFETY (every `write` below): the elements and names are live, the thread is
+    // attached (caller contract).
     for (index, &item) in positional.iter().enumerate() {
-        element(item, Part::Positional(index), out)?;
+        // SAFETY: see above.
+        unsafe { writer.write(item, Part::Positional(index), out) }?;
     }
     if !kw_values.is_empty() {
         codec::write_kwargs_marker(out);
         for &index in order {
-            element(kw_names[index], Part::KeywordName, out)?;
-            element(kw_values[index], Part::KeywordValue(kw_names[index]), out)?;
+            let name = kw_names[index];
+            // SAFETY: see above.
+            unsafe {
+                writer.write(name, Part::KeywordName, out)?;
+                writer.write(kw_values[index], Part::KeywordValue(name), out)?;
+            }
         }
     }
     Ok(())
@@ -307,24 +383,7 @@ pub unsafe fn encode_key_fast(
     out: &mut Vec<u8>,
 ) -> bool {
     // SAFETY: caller contract (every element is live).
-    unsafe {
-        encode_key_with(
-            positional,
-            kw_names,
-            kw_values,
-            order,
-            out,
-            |_| (),
-            |item, _, out| {
-                if write_fast(item, out) {
-                    Ok(())
-                } else {
-                    Err(())
-                }
-            },
-        )
-    }
-    .is_ok()
+    unsafe { encode_key_with(positional, kw_names, kw_values, order, out, FastOnly) }.is_ok()
 }
 
 /// Encodes the key of a call into `out` (cleared first): a codec tuple of the positional
@@ -344,30 +403,9 @@ pub unsafe fn encode_key(
     order: &[usize],
     out: &mut Vec<u8>,
 ) -> PyResult<()> {
-    let describe = |part: Part| match part {
-        Part::Positional(index) => format!("positional argument {index}"),
-        Part::KeywordName => "a keyword name".to_owned(),
-        Part::KeywordValue(name) => {
-            // SAFETY: names are live (caller contract).
-            let name = unsafe { Borrowed::from_ptr(py, name) };
-            let name = name
-                .str()
-                .map_or_else(|_| "?".to_owned(), |s| s.to_string());
-            format!("keyword argument '{name}'")
-        }
-    };
+    let writer = Pickling(py);
     // SAFETY: caller contract.
-    unsafe {
-        encode_key_with(
-            positional,
-            kw_names,
-            kw_values,
-            order,
-            out,
-            too_long,
-            |item, part, out| write_key_element(py, item, || describe(part), out),
-        )
-    }
+    unsafe { encode_key_with(positional, kw_names, kw_values, order, out, writer) }
 }
 
 /// Why stored bytes could not be turned back into an object (the caller treats it as a miss).

@@ -1,10 +1,13 @@
-//! The one mapping from core errors (and Rust panics) to Python exceptions.
+//! The one mapping from core errors (and Rust panics) to Python exceptions, and every
+//! exception the adapter raises itself: each is a named constructor here, so that the type
+//! and the text Python sees are written in one place.
 
 use std::any::Any;
+use std::fmt::Display;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{PyMemoryError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::PyErr;
+use pyo3::{PyErr, Python};
 use warp_cache_core::{Error, ErrorKind};
 
 /// Converts a core error to the Python exception its kind calls for.
@@ -51,4 +54,73 @@ pub fn store_busy() -> PyErr {
     PyRuntimeError::new_err(
         "warp_cache: the cache was re-entered while it was being updated (please report it)",
     )
+}
+
+/// `TypeError`: a call's keyword names must be `str`.
+pub fn keywords_must_be_strings() -> PyErr {
+    PyTypeError::new_err("keywords must be strings")
+}
+
+/// `TypeError`: the decorated object is not callable.
+pub fn not_callable() -> PyErr {
+    PyTypeError::new_err("cache() needs a callable")
+}
+
+/// `TypeError`: the size parameter `what` (`unit` follows "positive int", e.g. " (bytes)") is
+/// not an int; `got` is its repr.
+pub fn size_not_an_int(what: &str, unit: &str, got: impl Display) -> PyErr {
+    PyTypeError::new_err(format!("{what} must be a positive int{unit}, got {got}"))
+}
+
+/// `ValueError`: the size parameter `what` is an int below 1.
+pub fn size_not_positive(what: &str, unit: &str, got: impl Display) -> PyErr {
+    PyValueError::new_err(format!("{what} must be a positive int{unit}, got {got}"))
+}
+
+/// `ValueError`: the size parameter `what` is above what the `backend` (its name) can hold.
+pub fn size_too_large(what: &str, limit: impl Display, backend: &str, got: impl Display) -> PyErr {
+    PyValueError::new_err(format!(
+        "{what} must be at most {limit} for the {backend} backend, got {got}"
+    ))
+}
+
+/// `RuntimeError`: the failpoints could not be armed (`message` from the core).
+pub fn failpoint_refused(message: String) -> PyErr {
+    PyRuntimeError::new_err(message)
+}
+
+/// `RuntimeError`: the shared table breaks an invariant (`message` describes the first).
+pub fn invalid_shared_table(message: String) -> PyErr {
+    PyRuntimeError::new_err(message)
+}
+
+/// `ValueError`: a pyclass's Rust contents are not where its Python object says they are.
+pub fn unexpected_pyclass_layout() -> PyErr {
+    PyValueError::new_err("unexpected pyclass layout")
+}
+
+/// `TypeError`: an awaitable's `throw()` got something that is not an exception.
+pub fn throw_needs_an_exception() -> PyErr {
+    PyTypeError::new_err("throw() expects an exception type or instance")
+}
+
+/// `ValueError`: a value or key does not fit the shared cache's codec (`detail` says why).
+pub fn cannot_serialize(detail: impl Display) -> PyErr {
+    PyValueError::new_err(format!("cannot serialize for the shared cache: {detail}"))
+}
+
+/// `TypeError`: `pickle.dumps` returned something other than bytes.
+pub fn pickle_returned_no_bytes() -> PyErr {
+    PyTypeError::new_err("pickle.dumps did not return bytes (was the pickle module patched?)")
+}
+
+/// `TypeError` caused by `cause`: an argument of a shared cached function (`what`, of type
+/// `type_name`) cannot be pickled.
+pub fn unpicklable_argument(py: Python<'_>, what: &str, type_name: &str, cause: PyErr) -> PyErr {
+    let err = PyTypeError::new_err(format!(
+        "backend='shared' needs arguments it can serialize (pickle), and {what} (of type \
+         {type_name}) cannot be pickled: {cause}"
+    ));
+    err.set_cause(py, Some(cause));
+    err
 }

@@ -9,7 +9,6 @@
 use std::ptr;
 use std::sync::OnceLock;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::PyClass;
@@ -75,7 +74,7 @@ impl ContentsOffset {
         let contents_address = ptr::from_ref(probe.get()) as usize;
         let offset = contents_address
             .checked_sub(object_address)
-            .ok_or_else(|| PyValueError::new_err("unexpected pyclass layout"))?;
+            .ok_or_else(crate::errors::unexpected_pyclass_layout)?;
         Ok(*self.0.get_or_init(|| offset))
     }
 

@@ -24,20 +24,17 @@ pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
 /// `max_size` for the memory backend: a positive int up to [`MAX_SIZE_LIMIT`].
 fn memory_max_size(max_size: &Bound<'_, PyAny>) -> PyResult<u32> {
     if max_size.is_instance_of::<PyBool>() || !max_size.is_instance_of::<pyo3::types::PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "max_size must be a positive int, got {}",
-            max_size.repr()?
-        )));
+        return Err(errors::size_not_an_int("max_size", "", max_size.repr()?));
     }
     match max_size.extract::<i128>() {
-        Ok(n) if n < 1 => Err(to_py(Error::invalid_argument(format!(
-            "max_size must be a positive int, got {n}"
-        )))),
+        Ok(n) if n < 1 => Err(errors::size_not_positive("max_size", "", n)),
         Ok(n) if n <= i128::from(MAX_SIZE_LIMIT) => Ok(n as u32),
-        _ => Err(to_py(Error::invalid_argument(format!(
-            "max_size must be at most {MAX_SIZE_LIMIT} for the memory backend, got {}",
-            max_size.repr()?
-        )))),
+        _ => Err(errors::size_too_large(
+            "max_size",
+            MAX_SIZE_LIMIT,
+            "memory",
+            max_size.repr()?,
+        )),
     }
 }
 
@@ -54,7 +51,7 @@ pub fn make_memory(
 ) -> PyResult<Py<CachedFunction>> {
     guard(|| {
         if !func.bind(py).is_callable() {
-            return Err(PyTypeError::new_err("cache() needs a callable"));
+            return Err(errors::not_callable());
         }
         let store = MemStore::new(memory_max_size(max_size)?, ttl_ns_of(ttl)?).map_err(to_py)?;
         let async_state = async_helper.map(|helper| AsyncState {

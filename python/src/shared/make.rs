@@ -10,21 +10,17 @@ pub const FAILPOINTS: bool = failpoint::ENABLED;
 fn u32_param(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u32> {
     let unit = if what == "max_size" { "" } else { " (bytes)" };
     if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "{what} must be a positive int{unit}, got {}",
-            value.repr()?
-        )));
+        return Err(errors::size_not_an_int(what, unit, value.repr()?));
     }
     match value.extract::<i128>() {
-        Ok(n) if n < 1 => Err(PyValueError::new_err(format!(
-            "{what} must be a positive int{unit}, got {n}"
-        ))),
+        Ok(n) if n < 1 => Err(errors::size_not_positive(what, unit, n)),
         Ok(n) if n <= i128::from(u32::MAX) => Ok(n as u32),
-        _ => Err(PyValueError::new_err(format!(
-            "{what} must be at most {} for the shared backend, got {}",
+        _ => Err(errors::size_too_large(
+            what,
             u32::MAX,
-            value.repr()?
-        ))),
+            "shared",
+            value.repr()?,
+        )),
     }
 }
 
@@ -50,7 +46,7 @@ pub fn make_shared(
 ) -> PyResult<Py<SharedCachedFunction>> {
     guard(|| {
         if !func.bind(py).is_callable() {
-            return Err(PyTypeError::new_err("cache() needs a callable"));
+            return Err(errors::not_callable());
         }
         let config = ShmConfig {
             dir: None,
@@ -87,5 +83,5 @@ pub fn after_fork_in_child(py: Python<'_>) {
 #[pyfunction]
 #[pyo3(name = "_set_failpoint", signature = (spec = None))]
 pub fn set_failpoint(spec: Option<&str>) -> PyResult<()> {
-    failpoint::set(spec).map_err(PyRuntimeError::new_err)
+    failpoint::set(spec).map_err(errors::failpoint_refused)
 }

@@ -33,7 +33,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
@@ -49,7 +48,7 @@ use crate::awaitable::Ready;
 use crate::call_shell;
 use crate::call_shell::{attached, split_vector_args};
 use crate::convert::{self, DecodeFailure, Encoded};
-use crate::errors::{guard, to_py};
+use crate::errors::{self, guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key;
@@ -476,7 +475,7 @@ impl SharedCachedFunction {
             };
             for name in &names {
                 if !name.is_instance_of::<pyo3::types::PyString>() {
-                    return Err(PyTypeError::new_err("keywords must be strings"));
+                    return Err(errors::keywords_must_be_strings());
                 }
             }
             let name_ptrs: Vec<*mut ffi::PyObject> = names.iter().map(Bound::as_ptr).collect();
@@ -583,7 +582,7 @@ impl SharedCachedFunction {
     fn _shared_validate(&self, py: Python<'_>) -> PyResult<()> {
         guard(|| {
             py.detach(|| self.store.validate())
-                .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+                .map_err(|e| errors::invalid_shared_table(e.to_string()))
         })
     }
 
