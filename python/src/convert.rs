@@ -547,3 +547,6 @@ pub fn decode_value(py: Python<'_>, bytes: &[u8]) -> Result<Py<PyAny>, DecodeFai
     // SAFETY: a new reference or NULL with an exception set.
     unsafe { Py::from_owned_ptr_or_err(py, object) }.map_err(DecodeFailure::Python)
 }
+
+#[cfg(test)]
+mod tests;
