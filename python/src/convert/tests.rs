@@ -22,7 +22,7 @@ fn encoded(py: Python<'_>, value: &Bound<'_, PyAny>) -> Vec<u8> {
 
 /// The same type and the same repr (`repr` tells `-0.0` from `0.0`, and works for NaN).
 fn assert_same(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) {
-    assert!(a.get_type().is(&b.get_type()), "{a} vs {b}");
+    assert!(a.get_type().is(b.get_type()), "{a} vs {b}");
     assert_eq!(a.repr().unwrap().to_string(), b.repr().unwrap().to_string());
     let _ = py;
 }
