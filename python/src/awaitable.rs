@@ -2,6 +2,9 @@
 //! function returns on a hit (awaiting it never suspends), and [`KeyHandle`], a stored key
 //! carried through an async miss (hashable, for the single-flight table).
 
+// `unsafe` allowed: the awaitable's `tp_iternext` slot and StopIteration use the C API.
+#![allow(unsafe_code)]
+
 use pyo3::exceptions::PyStopIteration;
 use pyo3::ffi;
 use pyo3::gc::PyVisit;

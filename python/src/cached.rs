@@ -16,6 +16,9 @@
 //! The call enters through vectorcall when the type could be given a vectorcall slot (see
 //! [`install_vectorcall`]); `tp_call` (`__call__`) remains for callers that build a tuple.
 
+// `unsafe` allowed: the memory backend's call entry and hit path use raw C-API objects.
+#![allow(unsafe_code)]
+
 use std::mem::{offset_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;

@@ -9,6 +9,9 @@
 //! Both hand out guards that dereference to the [`MemStore`], so the call path is written
 //! once.
 
+// `unsafe` allowed: the cell lends its store out itself (under the GIL or its lock).
+#![allow(unsafe_code)]
+
 use pyo3::prelude::*;
 use warp_cache_core::mem::MemStore;
 

@@ -23,6 +23,9 @@
 //!   another order) can make two processes miss each other's entries, never hit a wrong one:
 //!   equal bytes always unpickle to equal objects.
 
+// `unsafe` allowed: objects are read and built through the C API on the shared backend's hit path.
+#![allow(unsafe_code)]
+
 use std::os::raw::{c_char, c_int};
 use std::ptr;
 

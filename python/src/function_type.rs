@@ -6,6 +6,9 @@
 //! The raw slots need the offset of the Rust contents inside the Python object, measured once
 //! per type at module init on a probe instance ([`ContentsOffset::measure`]).
 
+// `unsafe` allowed: the raw type slots (vectorcall offset, instance dict) pyo3 does not manage.
+#![allow(unsafe_code)]
+
 use std::ptr;
 use std::sync::OnceLock;
 

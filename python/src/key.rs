@@ -15,6 +15,9 @@
 //! tuples of them); anything else is compared by [`slow_eq`] *after* the store's borrow has
 //! been released (INV-M2).
 
+// `unsafe` allowed: keys are built, hashed and compared through the C API.
+#![allow(unsafe_code)]
+
 use std::os::raw::c_int;
 use std::ptr::{self, NonNull};
 use std::slice;

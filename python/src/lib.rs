@@ -1,9 +1,16 @@
 //! Python adapter of warp_cache (module `warp_cache._warp_cache`): the memory backend's
 //! cached-function type, `CacheInfo`, and the async helpers. Everything algorithmic lives in
 //! `warp-cache-core`; this crate builds keys from Python calls and maps errors.
+//!
+//! `unsafe` is denied here and allowed, each with its reason, only in the modules that work
+//! through the C API (see each file's first lines).
+
+#![deny(unsafe_code)]
 
 mod awaitable;
 mod cached;
+// The C-level call entry (raw vectorcall arguments, the pending-call frame).
+#[allow(unsafe_code)]
 mod call_shell;
 mod cell;
 #[cfg(unix)]
@@ -14,6 +21,8 @@ mod info;
 mod key;
 mod params;
 mod prefetch;
+// Calls the wrapped function through the C API (vectorcall, recursion guard).
+#[allow(unsafe_code)]
 mod python_call;
 #[cfg(unix)]
 mod shared;

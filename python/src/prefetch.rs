@@ -3,6 +3,9 @@
 //! next victim's, and for consecutive int keys the next block's), so their memory latency
 //! overlaps with work instead of stalling it.
 
+// `unsafe` allowed: CPU prefetch intrinsics.
+#![allow(unsafe_code)]
+
 use pyo3::prelude::*;
 use warp_cache_core::mem::{Displaced, MemStore};
 

@@ -21,6 +21,9 @@
 //! The Python layer (`_shared.py`) derives the cache name that identifies the function across
 //! processes; the store sanitizes it into file names.
 
+// `unsafe` allowed: the shared backend's call entry and hit path use raw C-API objects.
+#![allow(unsafe_code)]
+
 mod entry;
 mod make;
 mod scratch;
