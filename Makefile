@@ -31,7 +31,7 @@ $(VENV_STAMP): tests/python/requirements.txt scripts/venv.sh
 
 venv: $(VENV_STAMP) ## Create the venv (.venv, tests/python/requirements.txt) if missing or outdated
 
-check: $(VENV_STAMP) ## fmt, clippy -D warnings, core unit tests, ruff, mypy (a couple of minutes)
+check: $(VENV_STAMP) ## fmt, clippy -D warnings, core and adapter unit tests, ruff, mypy (a couple of minutes)
 	cargo fmt --all -- --check
 	@# One ruff configuration (python/pyproject.toml) for the package, the tests and the benches.
 	"$(VENV)/bin/ruff" check --config python/pyproject.toml python/python/warp_cache tests/python benches
@@ -40,6 +40,7 @@ check: $(VENV_STAMP) ## fmt, clippy -D warnings, core unit tests, ruff, mypy (a 
 	cd python && "$(VENV)/bin/mypy" && "$(VENV)/bin/mypy" python/warp_cache/__init__.py
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test -p warp-cache-core --lib
+	bash scripts/test-adapter.sh
 
 # maturin installs into the venv named by VIRTUAL_ENV; failpoints for the crash tests.
 develop: $(VENV_STAMP)

@@ -50,6 +50,7 @@ if [ ! -d "$traces_dir" ]; then
 fi
 step "cargo test (core, sim, cross-crate tests; INSTA_UPDATE=no)"
 INSTA_UPDATE=no cargo test --workspace --exclude warp-cache-python
+bash scripts/test-adapter.sh  # the adapter's Rust unit tests: cargo test -p warp-cache-python
 
 # The failpoints feature compiles in test-only hooks (armed only by WARP_CACHE_FAILPOINT or
 # _set_failpoint) so the crash tests can stop a process inside the writer lock.
