@@ -33,6 +33,7 @@ use warp_cache_core::mem::{Displaced, Hit, Lookup, MemStore, SlotRef, MAX_SIZE_L
 
 use crate::awaitable::{KeyHandle, Ready};
 use crate::call_shell::{self, attached, into_result_ptr, split_vector_args};
+use crate::callable_methods::{cached_function_pymethods, TupleCallKeywords};
 use crate::cell::{count_hit, count_miss, Store, StoreCell};
 use crate::errors::{self, guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
@@ -407,29 +408,16 @@ impl CachedFunction {
     }
 }
 
-#[pymethods]
 impl CachedFunction {
-    #[pyo3(signature = (*args, **kwargs))]
-    fn __call__(
+    /// `__call__` (see `callable_methods.rs`): a call that came with a tuple.
+    fn tp_call(
         slf: &Bound<'_, Self>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         guard(|| {
             let py = slf.py();
-            // Strong references: the dict's contents must outlive the key even if Python code
-            // (a `__hash__`) touched the dict.
-            let (names, values): (Vec<Bound<'_, PyAny>>, Vec<Bound<'_, PyAny>>) = match kwargs {
-                Some(kwargs) if !kwargs.is_empty() => kwargs.iter().unzip(),
-                _ => (Vec::new(), Vec::new()),
-            };
-            let name_ptrs: Vec<*mut ffi::PyObject> = names.iter().map(Bound::as_ptr).collect();
-            let value_ptrs: Vec<*mut ffi::PyObject> = values.iter().map(Bound::as_ptr).collect();
-            for name in &names {
-                if !name.is_instance_of::<pyo3::types::PyString>() {
-                    return Err(errors::keywords_must_be_strings());
-                }
-            }
+            let keywords = TupleCallKeywords::of(kwargs)?;
             // Reused as the stored key only if it is an exact tuple.
             let args_tuple = if args.is_exact_instance_of::<PyTuple>() {
                 args.as_ptr()
@@ -438,15 +426,15 @@ impl CachedFunction {
             };
             let mut kw_buffer = KwItems::new();
             // SAFETY: `args` is a tuple (a subclass has the same item layout), alive for this
-            // call; names and values are held by the vectors above.
+            // call; names and values are held by `keywords`.
             let key = unsafe {
                 let positional = key::tuple_items(args.as_ptr());
                 CallKey::build(
                     py,
                     positional,
                     args_tuple,
-                    &name_ptrs,
-                    &value_ptrs,
+                    &keywords.names,
+                    &keywords.values,
                     &mut kw_buffer,
                 )?
             };
@@ -462,125 +450,91 @@ impl CachedFunction {
             )
         })
     }
+}
 
-    /// Binds to an instance like a function (and `functools.lru_cache`) does.
-    fn __get__(
-        slf: &Bound<'_, Self>,
-        instance: Option<&Bound<'_, PyAny>>,
-        owner: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let _ = owner;
-        function_type::bind_to_instance(slf.as_any(), instance)
-    }
+cached_function_pymethods! {
+    #[pymethods]
+    impl CachedFunction, "cached function" {
+        /// `CacheInfo(hits=, misses=, max_size=, current_size=)`.
+        fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
+            guard(|| Ok(CacheInfo::from(self.store.read(py)?.cache_stats())))
+        }
 
-    /// `CacheInfo(hits=, misses=, max_size=, current_size=)`.
-    fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
-        guard(|| Ok(CacheInfo::from(self.store.read(py)?.cache_stats())))
-    }
-
-    /// Removes every entry and resets the counters. When this returns, no entry stored
-    /// before it can be served, even to a lookup that was comparing keys meanwhile.
-    fn cache_clear(&self, py: Python<'_>) -> PyResult<()> {
-        guard(|| {
-            let drained = {
-                let mut store = self.store.write(py)?;
-                store.counters().reset();
-                store.clear()
-            };
-            drop(drained);
-            Ok(())
-        })
-    }
-
-    /// Pickles by reference, like `functools.lru_cache`: the qualified name.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        guard(|| slf.getattr("__qualname__"))
-    }
-
-    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
-        slf
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        function_type::repr(slf.as_any(), &slf.get().func, "cached function")
-    }
-
-    /// The wrapped function, as given to the decorator.
-    #[getter]
-    fn _func(&self, py: Python<'_>) -> Py<PyAny> {
-        self.func.clone_ref(py)
-    }
-
-    /// Whether calls return awaitables (the wrapped function is a coroutine function).
-    #[getter]
-    fn _is_async(&self) -> bool {
-        self.async_state.is_some()
-    }
-
-    /// Async misses: looks a handle's key up without counting. `(True, value)` or
-    /// `(False, None)`.
-    fn _lookup_handle(
-        &self,
-        py: Python<'_>,
-        handle: &Bound<'_, KeyHandle>,
-    ) -> PyResult<(bool, Py<PyAny>)> {
-        guard(|| {
-            let handle = handle.get();
-            Ok(match self.lookup(py, handle.view(), false)? {
-                Some(value) => (true, value),
-                None => (false, py.None()),
+        /// Removes every entry and resets the counters. When this returns, no entry stored
+        /// before it can be served, even to a lookup that was comparing keys meanwhile.
+        fn cache_clear(&self, py: Python<'_>) -> PyResult<()> {
+            guard(|| {
+                let drained = {
+                    let mut store = self.store.write(py)?;
+                    store.counters().reset();
+                    store.clear()
+                };
+                drop(drained);
+                Ok(())
             })
-        })
-    }
-
-    /// Async misses: stores the computed value under a handle's key.
-    fn _store_handle(
-        &self,
-        py: Python<'_>,
-        handle: &Bound<'_, KeyHandle>,
-        value: Py<PyAny>,
-    ) -> PyResult<()> {
-        guard(|| {
-            let handle = handle.get();
-            self.store_value(
-                py,
-                handle.view(),
-                || Ok(handle.key().clone_ref(py)),
-                value,
-                None,
-            )
-        })
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.func)?;
-        if let Some(state) = &self.async_state {
-            visit.call(&state.helper)?;
-            visit.call(&state.inflight)?;
         }
-        // SAFETY: we are in `__traverse__` (GIL held / world stopped).
-        if let Some(store) = unsafe { self.store.gc_view() } {
-            for (stored, value) in store.iter() {
-                visit.call(stored.object())?;
-                visit.call(value)?;
+
+        /// Async misses: looks a handle's key up without counting. `(True, value)` or
+        /// `(False, None)`.
+        fn _lookup_handle(
+            &self,
+            py: Python<'_>,
+            handle: &Bound<'_, KeyHandle>,
+        ) -> PyResult<(bool, Py<PyAny>)> {
+            guard(|| {
+                let handle = handle.get();
+                Ok(match self.lookup(py, handle.view(), false)? {
+                    Some(value) => (true, value),
+                    None => (false, py.None()),
+                })
+            })
+        }
+
+        /// Async misses: stores the computed value under a handle's key.
+        fn _store_handle(
+            &self,
+            py: Python<'_>,
+            handle: &Bound<'_, KeyHandle>,
+            value: Py<PyAny>,
+        ) -> PyResult<()> {
+            guard(|| {
+                let handle = handle.get();
+                self.store_value(
+                    py,
+                    handle.view(),
+                    || Ok(handle.key().clone_ref(py)),
+                    value,
+                    None,
+                )
+            })
+        }
+
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            visit.call(&self.func)?;
+            if let Some(state) = &self.async_state {
+                visit.call(&state.helper)?;
+                visit.call(&state.inflight)?;
             }
+            // SAFETY: we are in `__traverse__` (GIL held / world stopped).
+            if let Some(store) = unsafe { self.store.gc_view() } {
+                for (stored, value) in store.iter() {
+                    visit.call(stored.object())?;
+                    visit.call(value)?;
+                }
+            }
+            // SAFETY: `self` is the contents of a live object (the collector is traversing it).
+            if let Some(dict) = unsafe { self.instance_dict_slot() } {
+                visit.call(dict)?;
+            }
+            Ok(())
         }
-        // SAFETY: `self` is the contents of a live object (the collector is traversing it).
-        if let Some(dict) = unsafe { self.instance_dict_slot() } {
-            visit.call(dict)?;
-        }
-        Ok(())
-    }
 
-    fn __clear__(&self) {
-        // A panic here could only be a bug; the collector gets on either way.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            self.clear_for_gc();
-        }));
+        fn __clear__(&self) {
+            // A panic here could only be a bug; the collector gets on either way.
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                self.clear_for_gc();
+            }));
+        }
     }
 }
 

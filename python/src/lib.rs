@@ -9,6 +9,7 @@
 
 mod awaitable;
 mod cached;
+mod callable_methods;
 // The C-level call entry (raw vectorcall arguments, the pending-call frame).
 #[allow(unsafe_code)]
 mod call_shell;

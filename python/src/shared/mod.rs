@@ -50,6 +50,7 @@ use warp_cache_core::Error;
 use crate::awaitable::Ready;
 use crate::call_shell;
 use crate::call_shell::{attached, split_vector_args};
+use crate::callable_methods::{cached_function_pymethods, TupleCallKeywords};
 use crate::convert::{self, DecodeFailure, Encoded};
 use crate::errors::{self, guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
@@ -461,34 +462,22 @@ fn decode_or_miss(py: Python<'_>, bytes: &[u8]) -> PyResult<Option<Py<PyAny>>> {
     }
 }
 
-#[pymethods]
 impl SharedCachedFunction {
-    #[pyo3(signature = (*args, **kwargs))]
-    fn __call__(
+    /// `__call__` (see `callable_methods.rs`): a call that came with a tuple.
+    fn tp_call(
         slf: &Bound<'_, Self>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         guard(|| {
             let py = slf.py();
-            // Strong references: the dict's contents must outlive the key.
-            let (names, values): (Vec<Bound<'_, PyAny>>, Vec<Bound<'_, PyAny>>) = match kwargs {
-                Some(kwargs) if !kwargs.is_empty() => kwargs.iter().unzip(),
-                _ => (Vec::new(), Vec::new()),
-            };
-            for name in &names {
-                if !name.is_instance_of::<pyo3::types::PyString>() {
-                    return Err(errors::keywords_must_be_strings());
-                }
-            }
-            let name_ptrs: Vec<*mut ffi::PyObject> = names.iter().map(Bound::as_ptr).collect();
-            let value_ptrs: Vec<*mut ffi::PyObject> = values.iter().map(Bound::as_ptr).collect();
+            let keywords = TupleCallKeywords::of(kwargs)?;
             // SAFETY: `args` is a tuple alive for this call.
             let positional = unsafe { key::tuple_items(args.as_ptr()) };
             let call = CallArgs {
                 positional,
-                kw_names: &name_ptrs,
-                kw_values: &value_ptrs,
+                kw_names: &keywords.names,
+                kw_values: &keywords.values,
             };
             let pending = Pending {
                 scratch: take_scratch(),
@@ -507,167 +496,133 @@ impl SharedCachedFunction {
             )
         })
     }
+}
 
-    /// Binds to an instance like a function (and `functools.lru_cache`) does.
-    fn __get__(
-        slf: &Bound<'_, Self>,
-        instance: Option<&Bound<'_, PyAny>>,
-        owner: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let _ = owner;
-        function_type::bind_to_instance(slf.as_any(), instance)
-    }
-
-    /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=)`, counted by
-    /// every process using the cache.
-    fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
-        guard(|| {
-            let info = py.detach(|| self.store.info()).map_err(to_py)?;
-            Ok(CacheInfo::from(info.cache_stats()))
-        })
-    }
-
-    /// Removes every entry and resets the counters, for every process using the cache.
-    fn cache_clear(&self, py: Python<'_>) -> PyResult<()> {
-        guard(|| py.detach(|| self.store.clear()).map_err(to_py))
-    }
-
-    /// Pickles by reference, like `functools.lru_cache`: the qualified name.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        guard(|| slf.getattr("__qualname__"))
-    }
-
-    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
-        slf
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        function_type::repr(slf.as_any(), &slf.get().func, "shared cached function")
-    }
-
-    /// The wrapped function, as given to the decorator.
-    #[getter]
-    fn _func(&self, py: Python<'_>) -> Py<PyAny> {
-        self.func.clone_ref(py)
-    }
-
-    /// Whether calls return awaitables (the wrapped function is a coroutine function).
-    #[getter]
-    fn _is_async(&self) -> bool {
-        self.async_state.is_some()
-    }
-
-    /// The name that identifies this function's cache across processes.
-    #[getter]
-    fn _shared_name(&self) -> &str {
-        &self.name
-    }
-
-    /// `{"dir", "data", "lock", "stem"}`: where the cache lives (tests, diagnostics).
-    fn _shared_files<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let dict = PyDict::new(py);
-        if let Some(paths) = self.store.paths() {
-            dict.set_item("dir", paths.dir)?;
-            dict.set_item("data", paths.data)?;
-            dict.set_item("lock", paths.lock)?;
-        }
-        dict.set_item("stem", self.store.file_stem())?;
-        dict.set_item("region_bytes", self.store.region_bytes())?;
-        Ok(dict)
-    }
-
-    /// Checks every invariant of the shared table under the writer lock (tests):
-    /// `RuntimeError` describing the first violation.
-    fn _shared_validate(&self, py: Python<'_>) -> PyResult<()> {
-        guard(|| {
-            py.detach(|| self.store.validate())
-                .map_err(|e| errors::invalid_shared_table(e.to_string()))
-        })
-    }
-
-    /// `{"resets", "last_reset_reason"}`: crash/corruption recoveries (diagnostics).
-    fn _shared_diagnostics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        guard(|| {
-            let info = py.detach(|| self.store.info()).map_err(to_py)?;
-            let dict = PyDict::new(py);
-            dict.set_item("resets", info.resets)?;
-            dict.set_item("last_reset_reason", self.store.last_reset_reason())?;
-            Ok(dict)
-        })
-    }
-
-    /// Async misses: looks a key up again without counting. `(True, value)` or
-    /// `(False, None)`.
-    fn _lookup_handle(
-        &self,
-        py: Python<'_>,
-        handle: &Bound<'_, PyBytes>,
-    ) -> PyResult<(bool, Py<PyAny>)> {
-        guard(|| {
-            let key = handle.as_bytes();
-            let mut scratch = take_scratch();
-            let found = key.len() <= self.store.key_bytes_max() as usize
-                && self
-                    .store
-                    .peek_hashed(key, key_hash(key), self.read_clock(), &mut scratch.value)
-                    .unwrap_or(false);
-            let value = if found {
-                decode_or_miss(py, &scratch.value)
-            } else {
-                Ok(None)
-            };
-            put_scratch(scratch);
-            Ok(match value? {
-                Some(value) => (true, value),
-                None => (false, py.None()),
+cached_function_pymethods! {
+    #[pymethods]
+    impl SharedCachedFunction, "shared cached function" {
+        /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=)`, counted by
+        /// every process using the cache.
+        fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
+            guard(|| {
+                let info = py.detach(|| self.store.info()).map_err(to_py)?;
+                Ok(CacheInfo::from(info.cache_stats()))
             })
-        })
-    }
-
-    /// Async misses: stores the computed value under a handle's key.
-    fn _store_handle(
-        &self,
-        py: Python<'_>,
-        handle: &Bound<'_, PyBytes>,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        guard(|| {
-            let key = handle.as_bytes();
-            let mut scratch = take_scratch();
-            let hash = if key.len() <= self.store.key_bytes_max() as usize {
-                key_hash(key)
-            } else {
-                0
-            };
-            let result = self.store_value(py, key, hash, value, &mut scratch.value);
-            put_scratch(scratch);
-            result
-        })
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.func)?;
-        if let Some(state) = &self.async_state {
-            visit.call(&state.helper)?;
-            visit.call(&state.inflight)?;
         }
-        // SAFETY: `self` is the contents of a live object (the collector traverses it).
-        if let Some(dict) = unsafe { self.instance_dict_slot() } {
-            visit.call(dict)?;
-        }
-        Ok(())
-    }
 
-    fn __clear__(&self) {
-        // A panic here could only be a bug; the collector gets on either way.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            if let Some(state) = &self.async_state {
-                Python::attach(|py| state.inflight.bind(py).clear());
+        /// Removes every entry and resets the counters, for every process using the cache.
+        fn cache_clear(&self, py: Python<'_>) -> PyResult<()> {
+            guard(|| py.detach(|| self.store.clear()).map_err(to_py))
+        }
+
+        /// The name that identifies this function's cache across processes.
+        #[getter]
+        fn _shared_name(&self) -> &str {
+            &self.name
+        }
+
+        /// `{"dir", "data", "lock", "stem"}`: where the cache lives (tests, diagnostics).
+        fn _shared_files<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+            let dict = PyDict::new(py);
+            if let Some(paths) = self.store.paths() {
+                dict.set_item("dir", paths.dir)?;
+                dict.set_item("data", paths.data)?;
+                dict.set_item("lock", paths.lock)?;
             }
-        }));
+            dict.set_item("stem", self.store.file_stem())?;
+            dict.set_item("region_bytes", self.store.region_bytes())?;
+            Ok(dict)
+        }
+
+        /// Checks every invariant of the shared table under the writer lock (tests):
+        /// `RuntimeError` describing the first violation.
+        fn _shared_validate(&self, py: Python<'_>) -> PyResult<()> {
+            guard(|| {
+                py.detach(|| self.store.validate())
+                    .map_err(|e| errors::invalid_shared_table(e.to_string()))
+            })
+        }
+
+        /// `{"resets", "last_reset_reason"}`: crash/corruption recoveries (diagnostics).
+        fn _shared_diagnostics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+            guard(|| {
+                let info = py.detach(|| self.store.info()).map_err(to_py)?;
+                let dict = PyDict::new(py);
+                dict.set_item("resets", info.resets)?;
+                dict.set_item("last_reset_reason", self.store.last_reset_reason())?;
+                Ok(dict)
+            })
+        }
+
+        /// Async misses: looks a key up again without counting. `(True, value)` or
+        /// `(False, None)`.
+        fn _lookup_handle(
+            &self,
+            py: Python<'_>,
+            handle: &Bound<'_, PyBytes>,
+        ) -> PyResult<(bool, Py<PyAny>)> {
+            guard(|| {
+                let key = handle.as_bytes();
+                let mut scratch = take_scratch();
+                let found = key.len() <= self.store.key_bytes_max() as usize
+                    && self
+                        .store
+                        .peek_hashed(key, key_hash(key), self.read_clock(), &mut scratch.value)
+                        .unwrap_or(false);
+                let value = if found {
+                    decode_or_miss(py, &scratch.value)
+                } else {
+                    Ok(None)
+                };
+                put_scratch(scratch);
+                Ok(match value? {
+                    Some(value) => (true, value),
+                    None => (false, py.None()),
+                })
+            })
+        }
+
+        /// Async misses: stores the computed value under a handle's key.
+        fn _store_handle(
+            &self,
+            py: Python<'_>,
+            handle: &Bound<'_, PyBytes>,
+            value: &Bound<'_, PyAny>,
+        ) -> PyResult<()> {
+            guard(|| {
+                let key = handle.as_bytes();
+                let mut scratch = take_scratch();
+                let hash = if key.len() <= self.store.key_bytes_max() as usize {
+                    key_hash(key)
+                } else {
+                    0
+                };
+                let result = self.store_value(py, key, hash, value, &mut scratch.value);
+                put_scratch(scratch);
+                result
+            })
+        }
+
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            visit.call(&self.func)?;
+            if let Some(state) = &self.async_state {
+                visit.call(&state.helper)?;
+                visit.call(&state.inflight)?;
+            }
+            // SAFETY: `self` is the contents of a live object (the collector traverses it).
+            if let Some(dict) = unsafe { self.instance_dict_slot() } {
+                visit.call(dict)?;
+            }
+            Ok(())
+        }
+
+        fn __clear__(&self) {
+            // A panic here could only be a bug; the collector gets on either way.
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                if let Some(state) = &self.async_state {
+                    Python::attach(|py| state.inflight.bind(py).clear());
+                }
+            }));
+        }
     }
 }
