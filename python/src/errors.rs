@@ -7,7 +7,7 @@ use std::fmt::Display;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{PyMemoryError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::{PyErr, Python};
+use pyo3::PyErr;
 use warp_cache_core::{Error, ErrorKind};
 
 /// Converts a core error to the Python exception its kind calls for.
@@ -85,11 +85,13 @@ pub fn size_too_large(what: &str, limit: impl Display, backend: &str, got: impl 
 }
 
 /// `RuntimeError`: the failpoints could not be armed (`message` from the core).
+#[cfg(unix)] // the shared backend
 pub fn failpoint_refused(message: String) -> PyErr {
     PyRuntimeError::new_err(message)
 }
 
 /// `RuntimeError`: the shared table breaks an invariant (`message` describes the first).
+#[cfg(unix)] // the shared backend
 pub fn invalid_shared_table(message: String) -> PyErr {
     PyRuntimeError::new_err(message)
 }
@@ -105,18 +107,26 @@ pub fn throw_needs_an_exception() -> PyErr {
 }
 
 /// `ValueError`: a value or key does not fit the shared cache's codec (`detail` says why).
+#[cfg(unix)] // the shared backend
 pub fn cannot_serialize(detail: impl Display) -> PyErr {
     PyValueError::new_err(format!("cannot serialize for the shared cache: {detail}"))
 }
 
 /// `TypeError`: `pickle.dumps` returned something other than bytes.
+#[cfg(unix)] // the shared backend
 pub fn pickle_returned_no_bytes() -> PyErr {
     PyTypeError::new_err("pickle.dumps did not return bytes (was the pickle module patched?)")
 }
 
 /// `TypeError` caused by `cause`: an argument of a shared cached function (`what`, of type
 /// `type_name`) cannot be pickled.
-pub fn unpicklable_argument(py: Python<'_>, what: &str, type_name: &str, cause: PyErr) -> PyErr {
+#[cfg(unix)] // the shared backend
+pub fn unpicklable_argument(
+    py: pyo3::Python<'_>,
+    what: &str,
+    type_name: &str,
+    cause: PyErr,
+) -> PyErr {
     let err = PyTypeError::new_err(format!(
         "backend='shared' needs arguments it can serialize (pickle), and {what} (of type \
          {type_name}) cannot be pickled: {cause}"
