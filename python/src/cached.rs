@@ -2,7 +2,7 @@
 //! build the key from the arguments (no tuple for a single int/str argument or for positional
 //! arguments on a hit), hash, look up, compare, return.
 //!
-//! Reentrancy (INV-M2): the store is never borrowed while Python code runs. Python code runs
+//! Reentrancy (INV-3): the store is never borrowed while Python code runs. Python code runs
 //! in `__hash__`, `__eq__` of user keys, the wrapped function, and `__del__` of dropped keys
 //! and values (and in anything that allocates, through the garbage collector). So:
 //! * keys are hashed before the store is borrowed;
@@ -186,7 +186,7 @@ impl CachedFunction {
     /// [`CachedFunction::lookup`], also telling when a miss was decided in one borrow (then
     /// the store's version at that moment lets the insert skip its duplicate scan).
     fn lookup_full(&self, py: Python<'_>, probe: KeyView<'_>, count: bool) -> PyResult<Found> {
-        // Declared before the borrow so that it is dropped after it (INV-M2).
+        // Declared before the borrow so that it is dropped after it (INV-3).
         let mut pending: Vec<(SlotRef, StoredKey)> = Vec::new();
         let mut expired = None;
         let decided_at = {
@@ -558,7 +558,7 @@ impl CachedFunction {
 /// trampoline: no `Py` is dropped on that path, so pyo3's attach bookkeeping is not needed)
 /// and everything but a decided synchronous miss; such a miss calls the wrapped function from
 /// this entry's small frame, then `cached/miss.rs` stores the result. No panic escapes
-/// (INV-M4).
+/// (INV-M3).
 ///
 /// # Safety
 /// Called by CPython per the vectorcall protocol: `callable` is a live `CachedFunction`,

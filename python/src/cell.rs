@@ -2,9 +2,9 @@
 //!
 //! * GIL-enabled CPython: [`StoreCell`] is a cell with a borrow flag and no lock and no atomic
 //!   read-modify-write. The GIL serializes every access, and the adapter never runs Python code
-//!   while it holds a borrow (INV-M2), so the flag only catches adapter bugs.
+//!   while it holds a borrow (INV-3), so the flag only catches adapter bugs.
 //! * free-threaded CPython (`Py_GIL_DISABLED`): a [`SyncMemStore`] (one `RwLock` around one
-//!   store, INV-M3): hits under the read lock, everything else under the write lock.
+//!   store, INV-M2): hits under the read lock, everything else under the write lock.
 //!
 //! Both hand out guards that dereference to the [`MemStore`], so the call path is written
 //! once.
@@ -45,7 +45,7 @@ mod gil {
     // SAFETY: every access to `borrowed` and `store` goes through `borrow`, which requires a
     // `Python` token: on a GIL-enabled interpreter the calling thread holds the GIL for as long
     // as the token (and so the guard) lives, and the guard never runs code that could release
-    // it (INV-M2), so no two threads ever touch the cell at once. `gc_view` is only called by
+    // it (INV-3), so no two threads ever touch the cell at once. `gc_view` is only called by
     // the garbage collector, which also runs with the GIL held.
     unsafe impl Sync for StoreCell {}
 
@@ -206,7 +206,7 @@ mod free_threaded {
         /// # Safety
         /// Only from `__traverse__`. The collector stops the world first; a thread holding this
         /// lock is inside a Rust-only critical section that never waits for the interpreter
-        /// (INV-M2), so it releases the lock before it can stop and this never deadlocks.
+        /// (INV-3), so it releases the lock before it can stop and this never deadlocks.
         pub unsafe fn gc_view(&self) -> Option<ReadGuard<'_, Store>> {
             Some(self.store.read())
         }

@@ -13,7 +13,7 @@
 //! Equality is tuple equality, item by item in order (identity first, then `==`). The lookup
 //! first tries [`quick_eq`], which runs no Python code (identity, plain builtin scalars, exact
 //! tuples of them); anything else is compared by [`slow_eq`] *after* the store's borrow has
-//! been released (INV-M2).
+//! been released (INV-3).
 
 // `unsafe` allowed: keys are built, hashed and compared through the C API.
 #![allow(unsafe_code)]
@@ -67,7 +67,7 @@ const SEED_BLOCK: u64 = 0x5851_f42d_4c95_7f2d;
 /// hashbrown: blocks land at random, so dense ranges of ints never form long runs of full
 /// buckets (hashbrown's probe would crawl through them when two dense ranges overlap:
 /// docs/performance.md). Random keys stay random.
-/// The store's index positions an entry by the hash's low 32 bits (its check word, INV-M5,
+/// The store's index positions an entry by the hash's low 32 bits (its check word, INV-M4,
 /// from which it also derives hashbrown's tag), so the block layout holds for tables of up to
 /// 2^32 buckets; the bits above only sharpen the full-hash compare.
 #[inline(always)]
@@ -105,7 +105,7 @@ unsafe fn next_block_hash(object: *mut ffi::PyObject) -> Option<u64> {
 ///
 /// # Safety
 /// Every pointer in `items` is a live object; the thread is attached and no store borrow is
-/// held (INV-M2).
+/// held (INV-3).
 unsafe fn hash_items_raw(kind: u8, items: &[*mut ffi::PyObject]) -> Result<u64, ()> {
     let mut h = SEED_ITEMS[kind as usize] ^ items.len() as u64;
     for &item in items {
@@ -722,7 +722,7 @@ pub fn quick_eq(stored: &StoredKey, probe: KeyView<'_>) -> Quick {
 }
 
 /// Tuple equality with Python's `==` (identity first), in order. Runs arbitrary Python code:
-/// never call it with the store borrowed (INV-M2). The caller holds `stored` (a strong
+/// never call it with the store borrowed (INV-3). The caller holds `stored` (a strong
 /// reference), so nothing compared here can be freed during the comparison.
 pub fn slow_eq(py: Python<'_>, stored: &StoredKey, probe: KeyView<'_>) -> PyResult<bool> {
     if stored.kind != probe.kind {

@@ -1,5 +1,5 @@
 //! Shuttle tests of the in-process store's locking (`SyncMemStore`: one `crate::sync::RwLock`
-//! around one `MemStore`, INV-M3), running the production code with its locks and atomics
+//! around one `MemStore`, INV-M2), running the production code with its locks and atomics
 //! swapped for shuttle's (`--features shuttle` forwards to `warp-cache-core/shuttle`).
 //!
 //! What is checked under random schedules: concurrent hits, misses, evictions, removals,
@@ -143,7 +143,7 @@ fn ttl_expiry_and_clear_never_serve_stale_or_foreign_values() {
 /// A key comparison outside the store's lock: any other thread may run meanwhile. With
 /// `reenter`, the comparison also does what a user `__eq__` may do: call the cached function
 /// (a nested lookup and store of another key) or `cache_clear()`. The adapter holds no guard
-/// here (INV-M2), so nothing may deadlock (shuttle fails a run where every thread blocks).
+/// here (INV-3), so nothing may deadlock (shuttle fails a run where every thread blocks).
 fn slow_eq(store: &SyncMemStore<u64, u64>, stored: u64, probe: u64, reenter: bool) -> bool {
     thread::yield_now();
     if reenter {

@@ -1,7 +1,7 @@
 //! [`SyncMemStore`]: the in-process store behind one reader-writer lock, for free-threaded
 //! Python and for the shuttle tests.
 //!
-//! Locking rule (INV-M3): lookups take the read lock (the visited bit of a hit is an atomic in
+//! Locking rule (INV-M2): lookups take the read lock (the visited bit of a hit is an atomic in
 //! [`crate::policy::VecSlots`], and hit counters are atomics), anything that adds or removes an
 //! entry takes the write lock. There is one table and one SIEVE list, so SIEVE stays exact and
 //! `max_size` holds under any interleaving. Removed keys and values are returned to the

@@ -3,7 +3,7 @@
 //!
 //! * [`MemStore`] is the single-threaded store: a `hashbrown::HashTable` of slot indices keyed
 //!   by the caller's 64-bit hash (each beside 32 check bits of that hash, so that a false match
-//!   of hashbrown's 7-bit tag never loads the slot, INV-M5), a vector of slots holding key,
+//!   of hashbrown's 7-bit tag never loads the slot, INV-M4), a vector of slots holding key,
 //!   value, stamp and generation,
 //!   and the one SIEVE list ([`crate::policy`] over [`crate::policy::VecSlots`], INV-1). Exact
 //!   SIEVE over the whole cache: never more than `max_size` entries, every slot used before

@@ -102,7 +102,7 @@ const PREFETCH_MIN_BUCKETS: usize = 1 << 16;
 /// The in-process store. See the module docs for the two APIs and the semantics.
 pub struct MemStore<K, V> {
     /// Occupied slots, each with [`hash_check`] of its entry's stored hash and keyed by
-    /// [`index_hash`] of that check word (INV-M5).
+    /// [`index_hash`] of that check word (INV-M4).
     table: HashTable<IndexElement>,
     /// Slot storage, grown one slot at a time as entries arrive (never above `max_size`).
     slots: Vec<Slot<K, V>>,
@@ -359,7 +359,8 @@ impl<K, V> MemStore<K, V> {
         }
         let mut displaced = Displaced::Nothing;
         let slot = if self.list.len() >= self.max_size {
-            // A full, valid list always has a victim; a failure here is a broken invariant.
+            // Evict only when full (INV-2). A full, valid list always has a victim; a failure
+            // here is a broken invariant.
             let victim =
                 policy::evict(&mut self.list).expect("a full SIEVE list always yields a victim");
             let old = self
@@ -415,7 +416,7 @@ impl<K, V> MemStore<K, V> {
     /// group (16 control bytes, one line) and the 16 elements of that group (8 bytes each,
     /// two lines), for a caller that wants to prefetch them. Plain numbers computed from the
     /// layout at the last insert, never dereferenced here; stale after a resize until the
-    /// next insert (then a prefetch of them is merely useless).
+    /// next insert (then a prefetch of them is merely useless: INV-M6).
     #[inline]
     pub fn index_lines(&self, hash: u64) -> [usize; 3] {
         let IndexHint {
@@ -602,7 +603,7 @@ impl<K, V> MemStore<K, V> {
     }
 }
 
-/// The low 32 bits of a hash, kept beside the slot index in the table (INV-M5). The index is
+/// The low 32 bits of a hash, kept beside the slot index in the table (INV-M4). The index is
 /// keyed by this word alone ([`index_hash`]): hashbrown can then rehash or resize from its own
 /// elements, without loading any slot (at a million entries those loads were a cache miss
 /// per entry). Equal hashes give equal check words; a probe compares the word before it

@@ -3,8 +3,8 @@
 //! decides a miss, [`store`] stores the function's result once it returned.
 //!
 //! No `Py` is dropped on this path outside pyo3's bookkeeping except with a plain
-//! `Py_DECREF` (a deferred drop would keep evicted objects alive: INV-M6); displaced objects
-//! are released after the store's borrow ends (INV-M2).
+//! `Py_DECREF` (a deferred drop would keep evicted objects alive: INV-M5); displaced objects
+//! are released after the store's borrow ends (INV-3).
 
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr;

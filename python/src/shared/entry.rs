@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 /// `call_shell.rs`: its `begin` ([`vectorcall_body`]) serves hits of fast-path keys without
 /// pyo3's bookkeeping and everything but a synchronous miss through it ([`attached`]); such
 /// a miss calls the wrapped function from this entry's small frame, and [`finish_call`]
-/// stores the result. No panic escapes (INV-M4).
+/// stores the result. No panic escapes (INV-M3).
 ///
 /// # Safety
 /// Called by CPython per the vectorcall protocol: `callable` is a live

@@ -90,7 +90,7 @@ impl<'a> View<'a> {
 /// the table, slot and counter words sliced on demand. Built on every read, so it is cheaper
 /// than a [`View`] (no header or lock-file slices, no sections split in advance); slow paths
 /// (an odd sequence, a recovery, an expired entry, a first touch) build the full [`View`] of
-/// the *same* generation with [`ReadView::full`].
+/// the *same* generation with [`ReadView::full`] (INV-S7).
 #[derive(Clone, Copy)]
 pub(super) struct ReadView<'a> {
     pub(super) geometry: &'a Geometry,

@@ -331,6 +331,7 @@ impl ShmStore {
             return Ok(InsertOutcome::Updated);
         }
         let mut slots = view.slots();
+        // Evict only when every slot is used (INV-2).
         let (slot, evicted) = if slots.len() >= self.geometry.capacity {
             let victim = policy::evict(&mut slots)?;
             view.table.remove(view.arena.hash(victim), victim)?;
