@@ -37,7 +37,7 @@ for _entry in ENTRIES:
     BY_TRACE[(_entry["trace"], _entry["source"], _entry["format"])].append(_entry)
 
 
-def test_oracle_covers_what_the_issue_asks():
+def test_oracle_covers_real_and_generated_traces_at_three_sizes():
     """>= 3 real traces and generated Zipf and scan traces, each at 1%, 5% and 10%."""
     real = {t for (t, source, _) in BY_TRACE if source == "shared"}
     generated = {t for (t, source, _) in BY_TRACE if source == "corpora"}

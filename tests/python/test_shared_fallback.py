@@ -1,5 +1,5 @@
-"""When the shared cache's files cannot be used, the decorated function keeps working
-(reliability issue, item 5): it is cached in this process only, with one RuntimeWarning that
+"""When the shared cache's files cannot be used, the decorated function keeps working:
+it is cached in this process only, with one RuntimeWarning that
 says what is wrong and how to fix it, and cache_info()/cache_parameters() show the fallback.
 WARP_CACHE_STRICT=1 turns every such fallback into the error it replaces."""
 

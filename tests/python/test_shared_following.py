@@ -1,4 +1,4 @@
-"""A running process follows its shared cache files (reliability issue, item 5): when they are
+"""A running process follows its shared cache files: when they are
 replaced (by another warp_cache process), unlinked, or the whole directory is removed, a process
 that only gets hits notices within a bound and moves to the files now at the names; this keeps
 working after any number of replacements. Temporary files of a process killed while creating

@@ -17,7 +17,7 @@ import warp_cache._warp_cache as native
 from shared_util import wait_for_state
 from warp_cache import cache
 
-#: Bound on one call while another process misbehaves (issue: progress within 1 s).
+#: Bound on one call while another process misbehaves: the call progresses within 1 s.
 PROGRESS_S = 1.0
 
 
