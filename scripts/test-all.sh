@@ -39,8 +39,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "other builds: free-threaded (Py_GIL_DISABLED), Windows, macOS: cargo clippy -D warnings"
 bash scripts/other-builds.sh
 
-# The PyO3 adapter crate is a cdylib built with pyo3's extension-module feature (no libpython to
-# link a Rust test binary against); its behaviour is tested through Python by pytest below.
+# The PyO3 adapter crate's Rust unit tests link libpython (pyo3's extension-module feature is
+# maturin's only), so scripts/test-adapter.sh runs them with the interpreter's library on the
+# loader's path; its behaviour as a module is tested through Python by pytest below.
 # Real-trace checks read ../shared/traces (or $WARP_CACHE_TRACES); without it they skip, and
 # this says so once; with CI=true (the CI job) a missing folder fails them.
 traces_dir="${WARP_CACHE_TRACES:-$root/../shared/traces}"
