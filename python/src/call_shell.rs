@@ -183,7 +183,9 @@ where
 }
 
 /// What a backend's entry does around the shared shape (see the top of this file).
-pub(crate) trait Backend {
+pub(crate) trait Backend:
+    pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync
+{
     /// What a decided miss needs for its insert, kept in the entry's frame during the call
     /// (small: it is part of each level of a cached recursion).
     type Pending;
@@ -202,23 +204,46 @@ pub(crate) trait Backend {
         pending: &mut MaybeUninit<Self::Pending>,
     ) -> *mut ffi::PyObject;
 
-    /// The wrapped function of `callable` (borrowed).
-    ///
-    /// # Safety
-    /// `callable` is a live object of the backend's type.
-    unsafe fn function(callable: *mut ffi::PyObject) -> *mut ffi::PyObject;
+    /// The wrapped function.
+    fn wrapped(&self) -> &Py<PyAny>;
 
     /// Stores `result` (a new reference, or NULL with an exception set) under `pending` and
     /// returns it.
     ///
     /// # Safety
-    /// Attached thread; `pending` was written by the `begin` of the call of `callable` that
-    /// produced `result`, and `callable` is still alive.
+    /// Attached thread; `pending` was written by the `begin` of the call of `self` that
+    /// produced `result`.
+    unsafe fn store(
+        &self,
+        pending: Self::Pending,
+        result: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject;
+
+    /// The wrapped function of `callable` (borrowed).
+    ///
+    /// # Safety
+    /// `callable` is a live object of the backend's type.
+    #[inline(always)]
+    unsafe fn function(callable: *mut ffi::PyObject) -> *mut ffi::PyObject {
+        // SAFETY: function contract.
+        unsafe { contents_of::<Self>(callable) }.wrapped().as_ptr()
+    }
+
+    /// [`Backend::store`] on the object `callable`.
+    ///
+    /// # Safety
+    /// As [`Backend::store`], with `callable` still alive.
+    #[inline(always)]
     unsafe fn finish(
         callable: *mut ffi::PyObject,
         pending: Self::Pending,
         result: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject;
+    ) -> *mut ffi::PyObject {
+        // SAFETY: `callable` is alive (function contract).
+        let this = unsafe { contents_of::<Self>(callable) };
+        // SAFETY: function contract, passed on.
+        unsafe { this.store(pending, result) }
+    }
 }
 
 /// The whole vectorcall entry of backend `B`. Inlined into each backend's entry, so its frame

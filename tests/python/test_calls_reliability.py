@@ -72,7 +72,7 @@ RECURSION_SCRIPT = """
 
 def recursion_script(backend: str, depth: int) -> str:
     return RECURSION_SCRIPT.format(
-        decorator=f"cache(max_size=1_000_000, backend={backend!r})", depth=depth
+        decorator=f"cache(max_size=100_000, backend={backend!r})", depth=depth
     )
 
 
@@ -131,7 +131,7 @@ def test_recursion_reaches_lru_cache_depth_under_the_c_recursion_counter(backend
             return low
 
         lru = deepest(functools.lru_cache(maxsize=None))
-        ours = deepest(lambda f: cache(max_size=1_000_000, backend={backend!r})(f))
+        ours = deepest(lambda f: cache(max_size=100_000, backend={backend!r})(f))
         print(lru, ours)
     """
     lru, ours = map(int, run_code(code, tmp_path).stdout.split())

@@ -31,6 +31,7 @@ import sys, time
 from warp_cache import cache
 
 VERSION_FILE = sys.argv[1]
+print("started", time.monotonic(), flush=True)
 
 @cache(backend="shared", max_size=64)
 def versioned(x):
@@ -68,6 +69,7 @@ class Follower:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert self.line(60).split()[0] == "started"
         assert self.line(60) == "ready"
 
     def line(self, timeout: float) -> str:
@@ -150,17 +152,22 @@ def test_files_replaced_by_another_process_are_followed_at_once(tmp_path, warp_c
         with open(warp_cache_dir / lock[0], "r+b") as handle:
             handle.write(b"\xa5" * 8)  # the magic
         # The same script, run as a replacer: it opens (and so replaces) the files, stores.
-        run_python(
+        # Returns when (CLOCK_MONOTONIC) it started, once Python and warp_cache were loaded.
+        replacer = run_python(
             [str(follower.script), str(follower.version), "0"], warp_cache_dir, timeout=60
         )
+        return float(replacer.stdout.split()[1])
 
     try:
         follower.set_version("2")
         start = time.monotonic()
-        damage_and_reopen()
+        replacer_started = damage_and_reopen()
         replaced_at = time.monotonic()
         waited = follower.wait_for_version("2", start)
-        assert waited < FOLLOW_BOUND_S, f"seen after {waited:.3f}s"
+        # The bound counts from the replacer's first cache operation: its interpreter's own
+        # startup (seconds on a loaded machine) is not the follower's delay.
+        from_replacer = waited - (replacer_started - start)
+        assert from_replacer < FOLLOW_BOUND_S, f"seen {from_replacer:.3f}s after the replacer began"
         # Retired files are followed at the next call, not after a rate limit: the follower
         # calls in a tight loop, so it sees the new files well before 100 ms have passed.
         assert waited - (replaced_at - start) < 0.1 + 0.05, f"{waited:.3f}s"

@@ -56,23 +56,14 @@ impl call_shell::Backend for CachedFunction {
     }
 
     #[inline(always)]
-    unsafe fn function(callable: *mut ffi::PyObject) -> *mut ffi::PyObject {
-        // SAFETY: function contract.
-        unsafe { call_shell::contents_of::<CachedFunction>(callable) }
-            .func
-            .as_ptr()
+    fn wrapped(&self) -> &Py<PyAny> {
+        &self.func
     }
 
     #[inline(always)]
-    unsafe fn finish(
-        callable: *mut ffi::PyObject,
-        pending: Pending,
-        result: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject {
-        // SAFETY: `callable` is alive (function contract).
-        let this = unsafe { call_shell::contents_of::<CachedFunction>(callable) };
+    unsafe fn store(&self, pending: Pending, result: *mut ffi::PyObject) -> *mut ffi::PyObject {
         // SAFETY: function contract, passed on.
-        unsafe { store(this, pending, result) }
+        unsafe { store(self, pending, result) }
     }
 }
 

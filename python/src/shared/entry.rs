@@ -49,23 +49,18 @@ impl call_shell::Backend for SharedCachedFunction {
     }
 
     #[inline(always)]
-    unsafe fn function(callable: *mut ffi::PyObject) -> *mut ffi::PyObject {
-        // SAFETY: function contract.
-        unsafe { call_shell::contents_of::<SharedCachedFunction>(callable) }
-            .func
-            .as_ptr()
+    fn wrapped(&self) -> &Py<PyAny> {
+        &self.func
     }
 
     #[inline(always)]
-    unsafe fn finish(
-        callable: *mut ffi::PyObject,
+    unsafe fn store(
+        &self,
         pending: Box<PendingMiss>,
         result: *mut ffi::PyObject,
     ) -> *mut ffi::PyObject {
-        // SAFETY: `callable` is alive (function contract).
-        let this = unsafe { call_shell::contents_of::<SharedCachedFunction>(callable) };
         // SAFETY: function contract, passed on.
-        unsafe { finish_call(this, *pending, result) }
+        unsafe { finish_call(self, *pending, result) }
     }
 }
 
