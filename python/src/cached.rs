@@ -31,6 +31,7 @@ use pyo3::PyTraverseError;
 use warp_cache_core::clock::monotonic_now_ns;
 use warp_cache_core::mem::{Displaced, Hit, Lookup, MemStore, SlotRef, MAX_SIZE_LIMIT};
 
+use crate::async_state::{self, AsyncState};
 use crate::awaitable::{KeyHandle, Ready};
 use crate::call_shell::{self, attached, into_result_ptr, split_vector_args};
 use crate::callable_methods::{cached_function_pymethods, TupleCallKeywords};
@@ -53,13 +54,6 @@ const INSERT_ATTEMPTS: usize = 4;
 
 /// Offset of the Rust struct inside the Python object, measured once at module init.
 static CONTENTS_OFFSET: ContentsOffset = ContentsOffset::new();
-
-struct AsyncState {
-    /// `warp_cache._async.async_miss`: the single-flight miss coroutine.
-    helper: Py<PyAny>,
-    /// In-flight misses: `(event loop, key handle) -> future`.
-    inflight: Py<PyDict>,
-}
 
 /// A cached function (memory backend).
 #[pyclass(frozen, dict, weakref, module = "warp_cache", name = "CachedFunction")]
@@ -368,33 +362,22 @@ impl CachedFunction {
             }
             Some(state) => {
                 let handle = Py::new(py, KeyHandle::new(key.to_stored(py)?, key.hash))?;
-                let (args, kwargs) = invocation.pack(py)?;
                 // SAFETY: `slf` is the live object this call was made on.
                 let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-                Ok(state
-                    .helper
-                    .bind(py)
-                    .call1((
-                        slf,
-                        self.func.bind(py),
-                        state.inflight.bind(py),
-                        handle,
-                        args,
-                        kwargs,
-                    ))?
-                    .unbind())
+                state.start_miss(
+                    py,
+                    &slf,
+                    &self.func,
+                    handle.into_bound(py).into_any(),
+                    &invocation,
+                )
             }
         }
     }
 
-    /// What a hit returns: the value, or for an async function an already-completed
-    /// awaitable of it.
     #[inline(always)]
     fn hit_result(&self, py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
-        match self.async_state {
-            None => Ok(value),
-            Some(_) => Ok(Py::new(py, Ready::new(value))?.into_any()),
-        }
+        async_state::hit_result(self.async_state.as_ref(), py, value)
     }
 
     /// The instance `__dict__` slot (pyo3 does not traverse it; we must, or cycles through
@@ -512,8 +495,7 @@ cached_function_pymethods! {
         fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
             visit.call(&self.func)?;
             if let Some(state) = &self.async_state {
-                visit.call(&state.helper)?;
-                visit.call(&state.inflight)?;
+                state.traverse(&visit)?;
             }
             // SAFETY: we are in `__traverse__` (GIL held / world stopped).
             if let Some(store) = unsafe { self.store.gc_view() } {
@@ -547,7 +529,7 @@ impl CachedFunction {
             };
             drop(drained);
             if let Some(state) = &self.async_state {
-                state.inflight.bind(py).clear();
+                state.clear_inflight(py);
             }
         });
     }

@@ -311,6 +311,28 @@ unsafe fn finish<B: Backend>(
     unsafe { contained(|| B::finish(callable, pending, result)) }
 }
 
+/// `result` once its store is done: itself, or if the store raised (an exception the caller
+/// must see: from a key's `__eq__`, from pickling, or a warning turned into an error), NULL
+/// with that exception set and `result` released.
+///
+/// # Safety
+/// Attached thread; `result` is a live object whose reference the caller owns (and gives up).
+pub(crate) unsafe fn result_after_store(
+    py: Python<'_>,
+    result: *mut ffi::PyObject,
+    stored: PyResult<()>,
+) -> *mut ffi::PyObject {
+    match stored {
+        Ok(()) => result,
+        Err(err) => {
+            // SAFETY: function contract: we own `result`.
+            unsafe { ffi::Py_DECREF(result) };
+            err.restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
 /// Runs `body` with panics contained (a panic becomes a `RuntimeError` and NULL).
 ///
 /// # Safety

@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+mod async_state;
 mod awaitable;
 mod cached;
 mod callable_methods;

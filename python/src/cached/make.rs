@@ -54,10 +54,7 @@ pub fn make_memory(
             return Err(errors::not_callable());
         }
         let store = MemStore::new(memory_max_size(max_size)?, ttl_ns_of(ttl)?).map_err(to_py)?;
-        let async_state = async_helper.map(|helper| AsyncState {
-            helper,
-            inflight: PyDict::new(py).unbind(),
-        });
+        let async_state = async_helper.map(|helper| AsyncState::new(py, helper));
         Py::new(py, CachedFunction::new(func, store, async_state))
     })
 }

@@ -7,7 +7,6 @@
 //! are released after the store's borrow ends (INV-3).
 
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::ptr;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -110,15 +109,8 @@ unsafe fn store(
             let probe = stored.clone_ref(py);
             let stored_value =
                 guard(|| this.store_value(py, probe.view(hash), move || Ok(stored), value, None));
-            match stored_value {
-                Ok(()) => result,
-                Err(err) => {
-                    // SAFETY: we own `result`.
-                    ffi::Py_DECREF(result);
-                    err.restore(py);
-                    ptr::null_mut()
-                }
-            }
+            // SAFETY: we own `result`, a live object.
+            call_shell::result_after_store(py, result, stored_value)
         })
     }
 }

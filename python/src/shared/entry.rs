@@ -136,14 +136,8 @@ unsafe fn finish_call(
             let stored =
                 guard(|| this.store_value(py, &scratch.key, hash, &value, &mut scratch.value));
             put_scratch(scratch);
-            match stored {
-                Ok(()) => result,
-                Err(err) => {
-                    ffi::Py_DECREF(result);
-                    err.restore(py);
-                    ptr::null_mut()
-                }
-            }
+            // SAFETY: we own `result`, a live object.
+            call_shell::result_after_store(py, result, stored)
         })
     }
 }

@@ -57,10 +57,7 @@ pub fn make_shared(
             ttl_ns: ttl_ns_of(ttl)?,
         };
         let store = py.detach(|| ShmStore::open(config)).map_err(to_py)?;
-        let async_state = async_helper.map(|helper| AsyncState {
-            helper,
-            inflight: PyDict::new(py).unbind(),
-        });
+        let async_state = async_helper.map(|helper| AsyncState::new(py, helper));
         Py::new(
             py,
             SharedCachedFunction::new(func, store, name, async_state),

@@ -47,7 +47,7 @@ use warp_cache_core::shm::arena::SmallValue;
 use warp_cache_core::shm::{failpoint, key_hash, ShmConfig, ShmStore};
 use warp_cache_core::Error;
 
-use crate::awaitable::Ready;
+use crate::async_state::{self, AsyncState};
 use crate::call_shell;
 use crate::call_shell::{attached, split_vector_args};
 use crate::callable_methods::{cached_function_pymethods, TupleCallKeywords};
@@ -87,13 +87,6 @@ enum Decided {
     Done(Py<PyAny>),
     /// A synchronous miss: call the function, then store under `scratch.key`.
     CallFunction { scratch: Scratch, hash: u64 },
-}
-
-struct AsyncState {
-    /// `warp_cache._async.async_miss`: the single-flight miss coroutine.
-    helper: Py<PyAny>,
-    /// In-flight misses: `(event loop, key bytes) -> future`.
-    inflight: Py<PyDict>,
 }
 
 /// The arguments of one call, as borrowed object pointers.
@@ -339,22 +332,12 @@ impl SharedCachedFunction {
             match &self.async_state {
                 None => Ok(None),
                 Some(state) => {
-                    let handle = PyBytes::new(py, &scratch.key);
-                    let (args, kwargs) = invocation.pack(py)?;
+                    let handle = PyBytes::new(py, &scratch.key).into_any();
                     // SAFETY: `slf` is the live object this call was made on.
                     let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-                    Ok(state
-                        .helper
-                        .bind(py)
-                        .call1((
-                            slf,
-                            self.func.bind(py),
-                            state.inflight.bind(py),
-                            handle,
-                            args,
-                            kwargs,
-                        ))
-                        .map(|value| Some(value.unbind()))?)
+                    state
+                        .start_miss(py, &slf, &self.func, handle, invocation)
+                        .map(Some)
                 }
             }
         })();
@@ -381,11 +364,9 @@ impl SharedCachedFunction {
         decoded
     }
 
+    #[inline(always)]
     fn hit_result(&self, py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
-        match self.async_state {
-            None => Ok(value),
-            Some(_) => Ok(Py::new(py, Ready::new(value))?.into_any()),
-        }
+        async_state::hit_result(self.async_state.as_ref(), py, value)
     }
 
     /// Stores a computed value under `key` (encoded bytes, `hash` from [`key_hash`]).
@@ -606,8 +587,7 @@ cached_function_pymethods! {
         fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
             visit.call(&self.func)?;
             if let Some(state) = &self.async_state {
-                visit.call(&state.helper)?;
-                visit.call(&state.inflight)?;
+                state.traverse(&visit)?;
             }
             // SAFETY: `self` is the contents of a live object (the collector traverses it).
             if let Some(dict) = unsafe { self.instance_dict_slot() } {
@@ -620,7 +600,7 @@ cached_function_pymethods! {
             // A panic here could only be a bug; the collector gets on either way.
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 if let Some(state) = &self.async_state {
-                    Python::attach(|py| state.inflight.bind(py).clear());
+                    Python::attach(|py| state.clear_inflight(py));
                 }
             }));
         }
