@@ -425,10 +425,7 @@ impl CachedFunction {
                 py,
                 slf.as_ptr(),
                 key,
-                Invocation::Tuple {
-                    args,
-                    kwargs: kwargs.filter(|kwargs| !kwargs.is_empty()),
-                },
+                Invocation::of_tuple_call(args, kwargs),
                 None,
             )
         })

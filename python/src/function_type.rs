@@ -173,7 +173,18 @@ pub enum Invocation<'a, 'py> {
     },
 }
 
-impl<'py> Invocation<'_, 'py> {
+impl<'a, 'py> Invocation<'a, 'py> {
+    /// A `tp_call` with `args` and `kwargs` (an empty dict is passed on as none).
+    pub fn of_tuple_call(
+        args: &'a Bound<'py, PyTuple>,
+        kwargs: Option<&'a Bound<'py, PyDict>>,
+    ) -> Self {
+        Invocation::Tuple {
+            args,
+            kwargs: kwargs.filter(|kwargs| !kwargs.is_empty()),
+        }
+    }
+
     /// Calls `func` with these arguments, the way they came in (guarded: `python_call.rs`).
     pub fn call(&self, py: Python<'py>, func: &Py<PyAny>) -> PyResult<Py<PyAny>> {
         let result = match *self {

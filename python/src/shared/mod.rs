@@ -469,10 +469,7 @@ impl SharedCachedFunction {
                 py,
                 slf.as_ptr(),
                 call,
-                Invocation::Tuple {
-                    args,
-                    kwargs: kwargs.filter(|kwargs| !kwargs.is_empty()),
-                },
+                Invocation::of_tuple_call(args, kwargs),
                 pending,
             )
         })
