@@ -39,7 +39,6 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     key::init(py)?;
     m.add_class::<cached::CachedFunction>()?;
-    m.add_class::<info::CacheInfo>()?;
     m.add_class::<awaitable::Ready>()?;
     m.add_class::<awaitable::KeyHandle>()?;
     m.add_function(wrap_pyfunction!(cached::make_memory, m)?)?;

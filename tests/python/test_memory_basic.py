@@ -4,6 +4,7 @@ Behaviour both backends share is tested over both in test_both_backends.py."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import pathlib
@@ -45,7 +46,7 @@ def test_cache_info_is_a_small_value_type():
     hits, misses, max_size, current_size = info
     assert (hits, misses, max_size, current_size) == (1, 2, 3, 4)
     assert len(info) == 4 and info[0] == 1 and info[-1] == 4
-    assert info._fields == ["hits", "misses", "max_size", "current_size"]
+    assert info._fields == ("hits", "misses", "max_size", "current_size")
     assert info._asdict() == {"hits": 1, "misses": 2, "max_size": 3, "current_size": 4}
     assert info == CacheInfo(1, 2, 3, 4) and hash(info) == hash(CacheInfo(1, 2, 3, 4))
     assert info != CacheInfo(1, 2, 3, 5)
@@ -54,7 +55,34 @@ def test_cache_info_is_a_small_value_type():
         info.hits = 7  # type: ignore[misc]
     shared = CacheInfo(hits=1, misses=2, max_size=3, current_size=4, oversize_skips=5)
     assert repr(shared) == "CacheInfo(hits=1, misses=2, max_size=3, current_size=4, oversize_skips=5)"
-    assert tuple(shared) == (1, 2, 3, 4, 5) and shared._asdict()["oversize_skips"] == 5
+    # Like lru_cache's: a tuple of the four counts; the backend's own counters are outside it.
+    assert shared == (1, 2, 3, 4) and len(shared) == 4 and shared.oversize_skips == 5
+    assert "oversize_skips" not in shared._asdict()
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        again = pickle.loads(pickle.dumps(shared, protocol))
+        assert again == shared and again.oversize_skips == 5 and type(again) is CacheInfo
+    assert copy.copy(shared).oversize_skips == 5 and copy.deepcopy(shared).oversize_skips == 5
+    assert shared._replace(hits=9) == (9, 2, 3, 4) and shared._replace(hits=9).oversize_skips == 5
+    assert CacheInfo._make([1, 2, 3, 4]) == info
+    with pytest.raises(ValueError):
+        shared._replace(nonsense=1)
+    with pytest.raises(AttributeError):
+        shared.oversize_skips = 7  # type: ignore[misc]
+
+
+def test_cache_info_is_what_lru_cache_tests_expect(backend):
+    # As CPython's own lru_cache tests use it: compared with a plain tuple, unpacked into four.
+    @cache(max_size=10, backend=backend)
+    def f(x):
+        return x
+
+    f(1)
+    f(1)
+    f(2)
+    assert f.cache_info() == (1, 2, 10, 2)
+    hits, misses, max_size, current_size = f.cache_info()
+    assert (hits, misses, max_size, current_size) == (1, 2, 10, 2)
+    assert isinstance(f.cache_info(), tuple) and isinstance(f.cache_info(), CacheInfo)
 
 
 def test_bare_and_called_forms():
@@ -194,4 +222,13 @@ def test_typing_files_ship_with_the_package():
         for node in tree.body
         if isinstance(node, (ast.FunctionDef, ast.ClassDef))
     }
+    # Re-exported from the typed module that defines it (a stub's `import X as X`).
+    names |= {
+        alias.asname
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.asname == alias.name
+    }
     assert {"cache", "Backend", "CacheInfo", "CachedFunction"} <= names
+    assert "class CacheInfo(" in (package / "_info.py").read_text()

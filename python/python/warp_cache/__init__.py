@@ -31,13 +31,12 @@ import warnings
 from typing import Any, Callable, Optional, Union
 
 from . import _async
+from ._info import CacheInfo
 
-# MEMORY_MAX_SIZE_LIMIT (largest memory-backend max_size), CacheInfo and CachedFunction are
-# re-exported.
+# MEMORY_MAX_SIZE_LIMIT (largest memory-backend max_size) and CachedFunction are re-exported.
 from ._warp_cache import (
     MEMORY_MAX_SIZE_LIMIT as MEMORY_MAX_SIZE_LIMIT,
     CachedFunction,
-    CacheInfo,
     _make_memory,
     _Ready,
 )
@@ -210,19 +209,6 @@ def _make_shared(
         wrapper = _make_memory(func, max_size, ttl, _async.async_miss if is_async else None)
         wrapper.__dict__["_warp_fallback"] = cause
         return wrapper
-
-
-def _rebuild_cache_info(
-    cls: Any,
-    hits: int,
-    misses: int,
-    max_size: int,
-    current_size: int,
-    oversize_skips: Optional[int],
-    fallback: Optional[str],
-) -> Any:
-    """Unpickles a ``CacheInfo`` that carries a fallback reason (a keyword-only field)."""
-    return cls(hits, misses, max_size, current_size, oversize_skips, fallback=fallback)
 
 
 def _install_introspection(

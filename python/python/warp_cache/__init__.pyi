@@ -1,10 +1,12 @@
 """Type stubs of warp_cache."""
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, Generic, Literal, TypeVar, final, overload
 
 from typing_extensions import ParamSpec, Self
+
+from ._info import CacheInfo as CacheInfo
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -19,41 +21,6 @@ class Backend(enum.IntEnum):
 
     MEMORY = 0
     SHARED = 1
-
-@final
-class CacheInfo:
-    """Statistics of one cached function."""
-
-    def __new__(
-        cls,
-        hits: int,
-        misses: int,
-        max_size: int,
-        current_size: int,
-        oversize_skips: int | None = None,
-        *,
-        fallback: str | None = None,
-    ) -> Self: ...
-    @property
-    def hits(self) -> int: ...
-    @property
-    def misses(self) -> int: ...
-    @property
-    def max_size(self) -> int: ...
-    @property
-    def current_size(self) -> int: ...
-    @property
-    def oversize_skips(self) -> int | None: ...
-    @property
-    def fallback(self) -> str | None: ...
-    @property
-    def _fields(self) -> list[str]: ...
-    def __iter__(self) -> Iterator[int]: ...
-    def __len__(self) -> int: ...
-    def __getitem__(self, key: int, /) -> int: ...
-    def __eq__(self, value: object, /) -> bool: ...
-    def __hash__(self) -> int: ...
-    def _asdict(self) -> dict[str, int]: ...
 
 @final
 class CachedFunction(Generic[_P, _R]):
