@@ -31,7 +31,7 @@ import sys, time
 from warp_cache import cache
 
 VERSION_FILE = sys.argv[1]
-print("started", time.monotonic(), flush=True)
+STARTED = time.monotonic()  # once Python and warp_cache are loaded
 
 @cache(backend="shared", max_size=64)
 def versioned(x):
@@ -40,7 +40,7 @@ def versioned(x):
 
 for x in range(8):
     versioned(x)
-print("ready", flush=True)
+print("ready", STARTED, flush=True)
 seen = versioned(0)[1]
 deadline = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline:
@@ -69,13 +69,23 @@ class Follower:
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert self.line(60).split()[0] == "started"
-        assert self.line(60) == "ready"
+        self.fd = self.proc.stdout.fileno()
+        self.pending = b""
+        assert self.line(60).split()[0] == "ready"
 
     def line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, f"no output from the follower within {timeout}s"
-        return self.proc.stdout.readline().strip()
+        """The follower's next output line. Reads the pipe itself: a select on the pipe
+        followed by a buffered readline would wait for output that is already buffered."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, left))
+            assert ready, f"no output from the follower within {timeout}s"
+            chunk = os.read(self.fd, 4096)
+            assert chunk, f"the follower ended without a line (it had {self.pending!r})"
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode().strip()
 
     def wait_for_version(self, version: str, since: float) -> float:
         """Seconds from ``since`` (CLOCK_MONOTONIC, system-wide) until the follower saw it."""
@@ -156,7 +166,9 @@ def test_files_replaced_by_another_process_are_followed_at_once(tmp_path, warp_c
         replacer = run_python(
             [str(follower.script), str(follower.version), "0"], warp_cache_dir, timeout=60
         )
-        return float(replacer.stdout.split()[1])
+        ready = replacer.stdout.split()
+        assert ready[0] == "ready", replacer.stdout
+        return float(ready[1])
 
     try:
         follower.set_version("2")
