@@ -44,6 +44,7 @@ use crate::params::ttl_ns_of;
 
 mod make;
 mod miss;
+mod per_key;
 
 pub use make::{install_vectorcall, make_memory};
 
@@ -400,36 +401,49 @@ impl CachedFunction {
     ) -> PyResult<Py<PyAny>> {
         guard(|| {
             let py = slf.py();
-            let keywords = TupleCallKeywords::of(kwargs)?;
-            // Reused as the stored key only if it is an exact tuple.
-            let args_tuple = if args.is_exact_instance_of::<PyTuple>() {
-                args.as_ptr()
-            } else {
-                ptr::null_mut()
-            };
-            let mut kw_buffer = KwItems::new();
-            // SAFETY: `args` is a tuple (a subclass has the same item layout), alive for this
-            // call; names and values are held by `keywords`.
-            let key = unsafe {
-                let positional = key::tuple_items(args.as_ptr());
-                CallKey::build(
+            with_call_key(py, args, kwargs, |key| {
+                slf.get().call(
                     py,
-                    positional,
-                    args_tuple,
-                    &keywords.names,
-                    &keywords.values,
-                    &mut kw_buffer,
-                )?
-            };
-            slf.get().call(
-                py,
-                slf.as_ptr(),
-                key,
-                Invocation::of_tuple_call(args, kwargs),
-                None,
-            )
+                    slf.as_ptr(),
+                    key,
+                    Invocation::of_tuple_call(args, kwargs),
+                    None,
+                )
+            })
         })
     }
+}
+
+/// Runs `body` with the key of a call with `args` and `kwargs` (the key a call through
+/// `tp_call` uses, and the per-key methods).
+fn with_call_key<R>(
+    py: Python<'_>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    body: impl FnOnce(CallKey<'_>) -> PyResult<R>,
+) -> PyResult<R> {
+    let keywords = TupleCallKeywords::of(kwargs)?;
+    // Reused as the stored key only if it is an exact tuple.
+    let args_tuple = if args.is_exact_instance_of::<PyTuple>() {
+        args.as_ptr()
+    } else {
+        ptr::null_mut()
+    };
+    let mut kw_buffer = KwItems::new();
+    // SAFETY: `args` is a tuple (a subclass has the same item layout), alive for this
+    // call; names and values are held by `keywords`.
+    let key = unsafe {
+        let positional = key::tuple_items(args.as_ptr());
+        CallKey::build(
+            py,
+            positional,
+            args_tuple,
+            &keywords.names,
+            &keywords.values,
+            &mut kw_buffer,
+        )?
+    };
+    body(key)
 }
 
 cached_function_pymethods! {

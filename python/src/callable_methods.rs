@@ -14,7 +14,8 @@ use crate::errors;
 
 /// `#[pymethods] impl $type { common methods; $own methods }`, invoked as
 /// `cached_function_pymethods! { #[pymethods] impl Type, "kind" { own methods } }`. `$type`
-/// has an inherent `fn tp_call(slf, args, kwargs)` (its `__call__`) and the fields
+/// has an inherent `fn tp_call(slf, args, kwargs)` (its `__call__`), the per-key methods
+/// `peek_call`, `invalidate_call` and `set_call`, and the fields
 /// `func: Py<PyAny>` (the wrapped function) and `async_state: Option<_>` (set for a
 /// coroutine function); `$kind` names it in the repr (`<warp_cache {kind} {qualname}>`).
 macro_rules! cached_function_pymethods {
@@ -32,6 +33,66 @@ macro_rules! cached_function_pymethods {
                 kwargs: Option<&::pyo3::Bound<'_, ::pyo3::types::PyDict>>,
             ) -> ::pyo3::PyResult<::pyo3::Py<::pyo3::PyAny>> {
                 Self::tp_call(slf, args, kwargs)
+            }
+
+            /// The cached value for these arguments, without calling the function;
+            /// `KeyError` if there is none (an expired entry is absent). Counts neither a hit
+            /// nor a miss, and is not an access for SIEVE.
+            #[pyo3(signature = (*args, **kwargs))]
+            fn cache_peek(
+                &self,
+                py: ::pyo3::Python<'_>,
+                args: &::pyo3::Bound<'_, ::pyo3::types::PyTuple>,
+                kwargs: Option<&::pyo3::Bound<'_, ::pyo3::types::PyDict>>,
+            ) -> ::pyo3::PyResult<::pyo3::Py<::pyo3::PyAny>> {
+                $crate::errors::guard(|| self.peek_call(py, args, kwargs))
+            }
+
+            /// Removes the entry a call with these arguments would use; True if a fresh one
+            /// was there.
+            #[pyo3(signature = (*args, **kwargs))]
+            fn cache_invalidate(
+                &self,
+                py: ::pyo3::Python<'_>,
+                args: &::pyo3::Bound<'_, ::pyo3::types::PyTuple>,
+                kwargs: Option<&::pyo3::Bound<'_, ::pyo3::types::PyDict>>,
+            ) -> ::pyo3::PyResult<bool> {
+                $crate::errors::guard(|| self.invalidate_call(py, args, kwargs))
+            }
+
+            /// Stores `value` as the result for these arguments; False if it was not
+            /// stored (the backend's rules for what it caches).
+            #[pyo3(signature = (value, /, *args, **kwargs))]
+            fn cache_set(
+                &self,
+                py: ::pyo3::Python<'_>,
+                value: ::pyo3::Py<::pyo3::PyAny>,
+                args: &::pyo3::Bound<'_, ::pyo3::types::PyTuple>,
+                kwargs: Option<&::pyo3::Bound<'_, ::pyo3::types::PyDict>>,
+            ) -> ::pyo3::PyResult<bool> {
+                $crate::errors::guard(|| self.set_call(py, value, args, kwargs))
+            }
+
+            /// Calls the function, stores and returns its fresh result (for an async
+            /// function: an awaitable that does so).
+            #[pyo3(signature = (*args, **kwargs))]
+            fn cache_refresh(
+                slf: &::pyo3::Bound<'_, Self>,
+                args: &::pyo3::Bound<'_, ::pyo3::types::PyTuple>,
+                kwargs: Option<&::pyo3::Bound<'_, ::pyo3::types::PyDict>>,
+            ) -> ::pyo3::PyResult<::pyo3::Py<::pyo3::PyAny>> {
+                use ::pyo3::types::PyAnyMethods;
+                $crate::errors::guard(|| {
+                    let py = slf.py();
+                    let this = slf.get();
+                    let result = this.func.bind(py).call(args, kwargs)?;
+                    if this.async_state.is_some() {
+                        let refresh = py.import("warp_cache._async")?.getattr("refresh")?;
+                        return Ok(refresh.call1((slf, result, args, kwargs))?.unbind());
+                    }
+                    this.set_call(py, result.clone().unbind(), args, kwargs)?;
+                    Ok(result.unbind())
+                })
             }
 
             /// Binds to an instance like a function (and `functools.lru_cache`) does.

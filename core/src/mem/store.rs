@@ -309,6 +309,18 @@ impl<K, V> MemStore<K, V> {
         }
     }
 
+    /// A look at `at` that changes nothing: the value of a fresh entry, with its visited bit
+    /// left alone (a peek does not keep an entry from eviction, and counts nothing).
+    pub fn peek(&self, at: SlotRef, now_ns: u64) -> Hit<'_, V> {
+        match self.entry_at(at) {
+            None => Hit::Gone,
+            Some(entry) if is_fresh(entry.stored_at_ns, now_ns, self.ttl_ns) => {
+                Hit::Fresh(&entry.value)
+            }
+            Some(_) => Hit::Expired,
+        }
+    }
+
     /// Takes the entry out of an occupied slot: drops it from the table and bumps the
     /// generation. The caller has already unlinked the slot from the SIEVE list.
     #[inline(always)]

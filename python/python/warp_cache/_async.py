@@ -82,3 +82,11 @@ async def async_miss(
         if not future.done():
             future.set_result(result)
     return result
+
+
+async def refresh(cached: Any, awaitable: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+    """``cache_refresh`` of an async cached function: awaits the fresh computation (started
+    by the caller, outside any flight) and stores its result."""
+    value = await awaitable
+    cached.cache_set(value, *args, **(kwargs or {}))
+    return value

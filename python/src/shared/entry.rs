@@ -133,8 +133,10 @@ unsafe fn finish_call(
         attached(|py| {
             // SAFETY: `result` is a live object we own.
             let value = Bound::from_borrowed_ptr(py, result);
-            let stored =
-                guard(|| this.store_value(py, &scratch.key, hash, &value, &mut scratch.value));
+            let stored = guard(|| {
+                this.store_value(py, &scratch.key, hash, &value, &mut scratch.value)
+                    .map(drop)
+            });
             put_scratch(scratch);
             // SAFETY: we own `result`, a live object.
             call_shell::result_after_store(py, result, stored)

@@ -26,6 +26,7 @@
 
 mod entry;
 mod make;
+mod per_key;
 mod scratch;
 
 pub use entry::install_vectorcall;
@@ -44,7 +45,7 @@ use pyo3::PyTraverseError;
 use warp_cache_core::clock::monotonic_now_ns;
 use warp_cache_core::codec;
 use warp_cache_core::shm::arena::SmallValue;
-use warp_cache_core::shm::{failpoint, key_hash, ShmConfig, ShmStore};
+use warp_cache_core::shm::{failpoint, key_hash, InsertOutcome, ShmConfig, ShmStore};
 use warp_cache_core::Error;
 
 use crate::async_state::{self, AsyncState};
@@ -299,21 +300,11 @@ impl SharedCachedFunction {
         } = pending;
         let result = (|| {
             if looked == Looked::Nothing {
-                // SAFETY: live arguments (caller contract), attached thread.
-                unsafe {
-                    let order = key::keyword_order(call.kw_names).map_err(|()| PyErr::fetch(py))?;
-                    convert::encode_key(
-                        py,
-                        call.positional,
-                        call.kw_names,
-                        call.kw_values,
-                        &order,
-                        &mut scratch.key,
-                    )?;
-                }
                 // Oversize keys miss (counted) without being hashed.
-                if scratch.key.len() <= self.store.key_bytes_max() as usize {
-                    hash = key_hash(&scratch.key);
+                // SAFETY: live arguments (caller contract), attached thread.
+                if let Some(key_hash) = unsafe { self.encode_call_key(py, call, &mut scratch.key)? }
+                {
+                    hash = key_hash;
                 }
                 let now_ns = self.read_clock();
                 looked = match self
@@ -369,10 +360,10 @@ impl SharedCachedFunction {
         async_state::hit_result(self.async_state.as_ref(), py, value)
     }
 
-    /// Stores a computed value under `key` (encoded bytes, `hash` from [`key_hash`]).
-    /// Never fails because of the cache: an unpicklable or oversize value is skipped,
-    /// a store error warns once. `Err` only for an exception raised by the warning
-    /// machinery (warnings turned into errors) or a `BaseException` while pickling.
+    /// Stores a computed value under `key` (encoded bytes, `hash` from [`key_hash`]);
+    /// whether it was stored. Never fails because of the cache: an unpicklable or oversize
+    /// value is skipped, a store error warns once. `Err` only for an exception raised by the
+    /// warning machinery (warnings turned into errors) or a `BaseException` while pickling.
     fn store_value(
         &self,
         py: Python<'_>,
@@ -380,26 +371,53 @@ impl SharedCachedFunction {
         hash: u64,
         value: &Bound<'_, PyAny>,
         buffer: &mut Vec<u8>,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         if self.store.ttl_ns() == Some(0) {
-            return Ok(());
+            return Ok(false);
         }
         if key.len() > self.store.key_bytes_max() as usize {
             self.store.record_oversize_skip();
-            return Ok(());
+            return Ok(false);
         }
         match convert::encode_value(py, value, buffer)? {
             Encoded::Done => {}
-            Encoded::Unpicklable => return Ok(()),
+            Encoded::Unpicklable => return Ok(false),
         }
         // Oversize values are counted by the store.
         match self
             .store
             .insert_hashed(key, hash, buffer, monotonic_now_ns())
         {
-            Ok(_) => Ok(()),
-            Err(err) => self.warn_once(py, &err),
+            Ok(InsertOutcome::Inserted { .. } | InsertOutcome::Updated) => Ok(true),
+            Ok(InsertOutcome::Skipped(_)) => Ok(false),
+            Err(err) => self.warn_once(py, &err).map(|()| false),
         }
+    }
+
+    /// Encodes the key of `call` into `key`; its hash, or `None` for a key over
+    /// `max_key_size` (never stored, so not hashed).
+    ///
+    /// # Safety
+    /// The arguments of `call` are alive; attached thread.
+    unsafe fn encode_call_key(
+        &self,
+        py: Python<'_>,
+        call: CallArgs<'_>,
+        key: &mut Vec<u8>,
+    ) -> PyResult<Option<u64>> {
+        // SAFETY: function contract.
+        unsafe {
+            let order = key::keyword_order(call.kw_names).map_err(|()| PyErr::fetch(py))?;
+            convert::encode_key(
+                py,
+                call.positional,
+                call.kw_names,
+                call.kw_values,
+                &order,
+                key,
+            )?;
+        }
+        Ok((key.len() <= self.store.key_bytes_max() as usize).then(|| key_hash(key)))
     }
 
     fn warn_once(&self, py: Python<'_>, err: &Error) -> PyResult<()> {
@@ -577,7 +595,7 @@ cached_function_pymethods! {
                 };
                 let result = self.store_value(py, key, hash, value, &mut scratch.value);
                 put_scratch(scratch);
-                result
+                result.map(drop)
             })
         }
 

@@ -106,6 +106,24 @@ fn present_key_is_updated_in_place() {
 }
 
 #[test]
+fn a_peek_leaves_the_visited_bit_and_the_eviction_order_alone() {
+    let mut store = MemStore::new(2, Some(10)).unwrap();
+    store.insert_value(1, "a", 0);
+    store.insert_value(2, "b", 0);
+    let at = store.find(typed_hash(&1), |k| *k == 1).unwrap();
+    assert!(matches!(store.peek(at, 5), Hit::Fresh(&"a")));
+    assert_eq!(store.visited(at), Some(false), "a peek is not a hit");
+    assert!(
+        matches!(store.peek(at, 10), Hit::Expired),
+        "expired at the ttl"
+    );
+    // Unvisited, so 1 is still SIEVE's next victim (a hit would have saved it).
+    assert_eq!(store.insert_value(3, "c", 5), Some(1));
+    assert!(matches!(store.peek(at, 5), Hit::Gone));
+    store.validate().unwrap();
+}
+
+#[test]
 fn every_slot_is_used_before_the_first_eviction() {
     let mut store = MemStore::new(4, None).unwrap();
     for k in 0..4 {

@@ -21,6 +21,8 @@ use crate::policy;
 pub(super) enum Counted {
     No,
     Yes(Option<u32>),
+    /// Neither counted nor a SIEVE access: the visited bit is left alone.
+    Untouched,
 }
 
 /// State of a read waiting out an odd sequence ([`ShmStore::wait_odd`]).
@@ -97,6 +99,18 @@ impl ShmStore {
         self.lookup_hashed(key, hash, now_ns, out, Counted::No)
     }
 
+    /// [`ShmStore::peek_hashed`] that also leaves the entry's visited bit alone (a user's
+    /// look at the cache, which must not keep the entry from eviction).
+    pub fn inspect_hashed(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        self.lookup_hashed(key, hash, now_ns, out, Counted::Untouched)
+    }
+
     pub(super) fn lookup_hashed(
         &self,
         key: &[u8],
@@ -141,7 +155,7 @@ impl ShmStore {
         }
         match outcome {
             ReadOutcome::Hit { slot, visited } => {
-                if !visited {
+                if !visited && !matches!(counted, Counted::Untouched) {
                     // Outside the lock: may rarely mark a slot reused meanwhile (only a policy
                     // imprecision under concurrency, never a wrong value).
                     if let Some(full) = view.full() {

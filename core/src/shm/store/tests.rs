@@ -309,6 +309,32 @@ fn peek_does_not_count() {
     assert_eq!(store.info().unwrap().hits, 1);
 }
 
+#[test]
+fn inspect_leaves_the_visited_bit_alone() {
+    // Two slots: "a" then "b". SIEVE evicts the oldest unvisited entry, so an inspected "a"
+    // is still the victim of the next insert, and a hit "a" would not be.
+    for (look_with_get, evicted, kept) in [(false, b"a", b"b"), (true, b"b", b"a")] {
+        let store = ShmStore::over_memory(config(2)).unwrap();
+        store.insert(b"a", b"1", 0).unwrap();
+        store.insert(b"b", b"2", 0).unwrap();
+        let mut out = Vec::new();
+        if look_with_get {
+            assert!(store.get(b"a", 0, &mut out).unwrap());
+        } else {
+            assert!(store
+                .inspect_hashed(b"a", key_hash(b"a"), 0, &mut out)
+                .unwrap());
+            assert_eq!(out, b"1");
+            let info = store.info().unwrap();
+            assert_eq!((info.hits, info.misses), (0, 0), "not counted");
+        }
+        store.insert(b"c", b"3", 0).unwrap();
+        assert!(!store.get(evicted, 0, &mut out).unwrap());
+        assert!(store.get(kept, 0, &mut out).unwrap());
+        store.validate().unwrap();
+    }
+}
+
 /// A file-backed store in `dir` holding `entries` entries, whose `victim` file ("data" or
 /// "lock") was then truncated to zero bytes under it (as a foreign process could).
 fn store_with_truncated_file(

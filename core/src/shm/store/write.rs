@@ -372,13 +372,16 @@ impl ShmStore {
         });
     }
 
-    /// Removes `key` if present. `Ok(false)` if absent or the lock stayed busy.
+    /// Removes `key` if present (`Ok(false)`: it was absent). Waits for the lock as
+    /// [`ShmStore::clear`] does, and like it gives an [`ErrorKind::Io`] error (nothing
+    /// removed) if a live process held it all that time: a removal the caller asked for is
+    /// never dropped silently, since the entry would go on being served.
     pub fn remove(&self, key: &[u8]) -> Result<bool> {
         let hash = key_hash(key);
         self.check_files(false)?;
         let view = self.view()?;
-        let Some(guard) = self.lock(&view, LOCK_WAIT) else {
-            return Ok(false);
+        let Some(guard) = self.lock(&view, LOCK_WAIT_LONG) else {
+            return Err(busy_error(view.lock.owner()));
         };
         let removed = self.write_section(&view, &guard, |v, _| {
             match v
