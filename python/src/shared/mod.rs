@@ -98,6 +98,18 @@ struct CallArgs<'a> {
     kw_values: &'a [*mut ffi::PyObject],
 }
 
+impl<'a> CallArgs<'a> {
+    /// The arguments of a call through `tp_call`: `args`' items, then `keywords`.
+    fn of_tuple_call(args: &'a Bound<'_, PyTuple>, keywords: &'a TupleCallKeywords<'_>) -> Self {
+        CallArgs {
+            // SAFETY: `args` is a tuple, alive (borrowed) for `'a`.
+            positional: unsafe { key::tuple_items(args.as_ptr()) },
+            kw_names: &keywords.names,
+            kw_values: &keywords.values,
+        }
+    }
+}
+
 /// A function cached in shared memory (`backend="shared"`).
 #[pyclass(
     frozen,
@@ -471,13 +483,7 @@ impl SharedCachedFunction {
         guard(|| {
             let py = slf.py();
             let keywords = TupleCallKeywords::of(kwargs)?;
-            // SAFETY: `args` is a tuple alive for this call.
-            let positional = unsafe { key::tuple_items(args.as_ptr()) };
-            let call = CallArgs {
-                positional,
-                kw_names: &keywords.names,
-                kw_values: &keywords.values,
-            };
+            let call = CallArgs::of_tuple_call(args, &keywords);
             let pending = Pending {
                 scratch: take_scratch(),
                 hash: 0,

@@ -9,7 +9,6 @@ use super::scratch::{put_scratch, take_scratch, Scratch};
 use super::{decode_or_miss, CallArgs, SharedCachedFunction};
 use crate::callable_methods::TupleCallKeywords;
 use crate::errors::to_py;
-use crate::key;
 
 impl SharedCachedFunction {
     /// Runs `body` with the reusable buffers, the key of a call with `args` and `kwargs`
@@ -22,13 +21,7 @@ impl SharedCachedFunction {
         body: impl FnOnce(&mut Scratch, Option<u64>) -> PyResult<R>,
     ) -> PyResult<R> {
         let keywords = TupleCallKeywords::of(kwargs)?;
-        // SAFETY: `args` is a tuple alive for this call.
-        let positional = unsafe { key::tuple_items(args.as_ptr()) };
-        let call = CallArgs {
-            positional,
-            kw_names: &keywords.names,
-            kw_values: &keywords.values,
-        };
+        let call = CallArgs::of_tuple_call(args, &keywords);
         let mut scratch = take_scratch();
         // SAFETY: the arguments are held by `args` and `keywords`; attached thread.
         let result = match unsafe { self.encode_call_key(py, call, &mut scratch.key) } {
