@@ -34,10 +34,12 @@ venv: $(VENV_STAMP) ## Create the venv (.venv, tests/python/requirements.txt) if
 check: $(VENV_STAMP) ## fmt, clippy -D warnings, core and adapter unit tests, ruff, mypy (a couple of minutes)
 	cargo fmt --all -- --check
 	@# One ruff configuration (python/pyproject.toml) for the package, the tests and the benches.
-	"$(VENV)/bin/ruff" check --config python/pyproject.toml python/python/warp_cache tests/python benches
+	"$(VENV)/bin/ruff" check --config python/pyproject.toml python/python/warp_cache tests/python tests/typing benches
 	"$(VENV)/bin/ruff" format --check python/python/warp_cache
 	@# The stub with _async.py and _shared.py, then the __init__.py the stub hides.
 	cd python && "$(VENV)/bin/mypy" && "$(VENV)/bin/mypy" python/warp_cache/__init__.py
+	@# What users' type checkers see through the stubs, bound methods included.
+	cd python && MYPYPATH=python "$(VENV)/bin/mypy" --strict ../tests/typing
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test -p warp-cache-core --lib
 	bash scripts/test-adapter.sh

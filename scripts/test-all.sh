@@ -27,9 +27,11 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "ruff and mypy on the Python sources (python/pyproject.toml)"
-"$venv/bin/ruff" check --config python/pyproject.toml python/python/warp_cache tests/python benches
+"$venv/bin/ruff" check --config python/pyproject.toml python/python/warp_cache tests/python tests/typing benches
 "$venv/bin/ruff" format --config python/pyproject.toml --check python/python/warp_cache
 (cd python && "$venv/bin/mypy" && "$venv/bin/mypy" python/warp_cache/__init__.py)
+# What users' type checkers see through the stubs, bound methods included (tests/typing).
+(cd python && MYPYPATH=python "$venv/bin/mypy" --strict ../tests/typing)
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -4,12 +4,14 @@ import enum
 from collections.abc import Callable
 from typing import Any, Final, Generic, Literal, TypeVar, final, overload
 
-from typing_extensions import ParamSpec, Self
+from typing_extensions import Concatenate, ParamSpec, Self
 
 from ._info import CacheInfo as CacheInfo
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_S = TypeVar("_S")
+_BP = ParamSpec("_BP")
 
 __all__ = ["Backend", "CacheInfo", "CachedFunction", "SharedCachedFunction", "cache"]
 
@@ -28,7 +30,12 @@ class CachedFunction(Generic[_P, _R]):
 
     __wrapped__: Callable[_P, _R]
     def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
-    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+    @overload
+    def __get__(self, instance: None, owner: type | None = None, /) -> Self: ...
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[_S, _BP], _R], instance: _S, owner: type | None = None, /
+    ) -> Callable[_BP, _R]: ...
     def cache_info(self) -> CacheInfo: ...
     def cache_clear(self) -> None: ...
     # The cached value itself (for an async function: the awaited result, not an awaitable).
@@ -46,7 +53,15 @@ class SharedCachedFunction(Generic[_P, _R]):
 
     __wrapped__: Callable[_P, _R]
     def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
-    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+    @overload
+    def __get__(self, instance: None, owner: type | None = None, /) -> Self: ...
+    @overload
+    def __get__(
+        self: SharedCachedFunction[Concatenate[_S, _BP], _R],
+        instance: _S,
+        owner: type | None = None,
+        /,
+    ) -> Callable[_BP, _R]: ...
     def cache_info(self) -> CacheInfo: ...
     def cache_clear(self) -> None: ...
     # The cached value itself (for an async function: the awaited result, not an awaitable).
