@@ -17,9 +17,10 @@
 //!
 //! # Lock file (`<name>.lock`)
 //!
-//! [`LockFile`], 640 B: identity line, then the seqlock state word (writer-lock owner and
+//! [`LockFile`], 1,152 B: identity line, then the seqlock state word (writer-lock owner and
 //! sequence in one word) and the takeover counter on separate 128-byte lines, then the
-//! mapper table (which processes use these files).
+//! mapper table (which processes use these files), then the single-flight marks (which
+//! process computes which key: `flight.rs`).
 //!
 //! All numbers are native-endian; the header's `endian` word (written as
 //! [`ENDIAN_MARK`]) makes a file from a machine of the other endianness a mismatch.
@@ -39,7 +40,8 @@ pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPCLCK");
 /// Reads back as this value only on a machine of the writer's endianness.
 pub const ENDIAN_MARK: u64 = 0x0102_0304_0506_0708;
 /// Version of this layout. Bump on any change of the structures below or of their meaning.
-pub const FORMAT_VERSION: u64 = 2;
+/// 3: the lock file holds single-flight marks.
+pub const FORMAT_VERSION: u64 = 3;
 /// Counter stripes (one per CPU modulo this): hits from different CPUs touch different lines.
 pub const STRIPE_COUNT: u64 = 32;
 /// Largest capacity: the table needs `2 * capacity` buckets addressable by 32-bit hashes.
@@ -152,10 +154,16 @@ pub struct LockFile {
     /// Nonzero once a process found every mapper entry taken by a live process: the files are
     /// then never removed as unused.
     pub mappers_overflow: AtomicU64,
+    /// Single-flight marks (`flight.rs`): 0 = free, else the computing process's liveness id
+    /// in the high 32 bits and a tag of the key hash in the low 32 bits.
+    pub flights: [AtomicU64; FLIGHT_SLOTS],
 }
 
 /// Mapper entries in a lock file.
 pub const MAPPER_SLOTS: usize = 31;
+/// Single-flight marks in a lock file (at most this many keys are marked at once; a key that
+/// finds no free mark is computed unmarked).
+pub const FLIGHT_SLOTS: usize = 64;
 
 const _: () = assert!(size_of::<AtomicU64>() == WORD_BYTES);
 const _: () = assert!(size_of::<DataHeader>() == 512);
@@ -163,7 +171,8 @@ const _: () = assert!(offset_of!(DataHeader, epoch) == 384);
 const _: () = assert!(offset_of!(DataHeader, sieve_head) == 256);
 const _: () = assert!(size_of::<CounterStripe>() == SECTION_ALIGN as usize);
 const _: () = assert!(size_of::<SlotMeta>() == 56);
-const _: () = assert!(size_of::<LockFile>() == 640);
+const _: () = assert!(size_of::<LockFile>() == 1152);
+const _: () = assert!(offset_of!(LockFile, flights) == 640);
 const _: () = assert!(offset_of!(LockFile, mappers) == 384);
 const _: () = assert!(offset_of!(LockFile, state) == 128);
 const _: () = assert!(offset_of!(LockFile, takeovers) == 256);
@@ -348,6 +357,7 @@ mod tests {
         assert_eq!(word!(LockFile, mappers), 48);
         assert_eq!(word!(LockFile, state), 16);
         assert_eq!(word!(LockFile, takeovers), 32);
+        assert_eq!(word!(LockFile, flights), 80);
         assert_eq!(HEADER_WORDS, 64);
         assert_eq!(META_WORDS, 7);
     }

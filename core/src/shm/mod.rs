@@ -35,6 +35,7 @@ pub mod table;
 pub mod failpoint;
 #[cfg(unix)]
 pub mod files;
+pub mod flight;
 #[cfg(all(unix, any(test, fuzzing, feature = "testkit")))]
 pub mod fuzz;
 #[cfg(unix)]
@@ -52,4 +53,7 @@ pub mod store;
 
 pub use crate::hash::{hash_algo_id, key_hash};
 #[cfg(unix)]
-pub use store::{InsertOutcome, ShmConfig, ShmInfo, ShmPaths, ShmStore, SkipReason};
+pub use store::{
+    FlightClaim, FlightMark, FlightWait, InsertOutcome, ShmConfig, ShmInfo, ShmPaths, ShmStore,
+    SkipReason,
+};

@@ -47,6 +47,7 @@ use super::region::{self};
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::hash::{hash_algo_id, key_hash};
 
+mod flight;
 mod follow;
 #[cfg(any(test, fuzzing, feature = "testkit"))]
 mod image;
@@ -58,6 +59,7 @@ mod validate;
 mod view;
 mod write;
 
+pub use flight::{FlightClaim, FlightMark, FlightWait, FLIGHT_LIVENESS_EVERY};
 use stripes::stripe_hint;
 pub use stripes::StripeHint;
 use view::{ReadView, View};
