@@ -40,7 +40,8 @@ use crate::errors::{self, guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key::{self, CallKey, KeyView, KwItems, Quick, StoredKey};
-use crate::params::ttl_ns_of;
+use crate::params::{single_flight_of, ttl_ns_of};
+use crate::single_flight::{Entered, Leading, SingleFlight};
 
 mod make;
 mod miss;
@@ -63,6 +64,10 @@ pub struct CachedFunction {
     vectorcall: ffi::vectorcallfunc,
     func: Py<PyAny>,
     ttl_ns: Option<u64>,
+    /// `typed=True`: argument types are part of the key (`key/typed.rs`).
+    typed: bool,
+    /// Single flight of synchronous misses (`None`: `single_flight=False`).
+    flights: Option<SingleFlight>,
     store: StoreCell,
     async_state: Option<AsyncState>,
 }
@@ -80,6 +85,15 @@ enum QuickLookup {
     Miss(MissAt),
     /// Needs the full path (Python `__eq__`, an expired entry, a busy store).
     Undecided,
+}
+
+/// What a synchronous miss does after its single flight.
+enum Flown<'a> {
+    /// Another thread computed and stored it.
+    Cached(Py<PyAny>),
+    /// Compute it (ending the flight, if any, when the guard drops) and store it; `Some` when
+    /// the store is unchanged since the miss was decided.
+    Compute(Option<Leading<'a>>, Option<MissAt>),
 }
 
 /// Outcome of the full lookup.
@@ -117,11 +131,19 @@ fn place(
 }
 
 impl CachedFunction {
-    fn new(func: Py<PyAny>, store: Store, async_state: Option<AsyncState>) -> Self {
+    fn new(
+        func: Py<PyAny>,
+        store: Store,
+        typed: bool,
+        flights: Option<SingleFlight>,
+        async_state: Option<AsyncState>,
+    ) -> Self {
         CachedFunction {
             vectorcall: call_shell::slot_of(vectorcall_entry),
             func,
             ttl_ns: store.ttl_ns(),
+            typed,
+            flights,
             store: StoreCell::new(store),
             async_state,
         }
@@ -357,8 +379,13 @@ impl CachedFunction {
         };
         match &self.async_state {
             None => {
+                let (leading, miss) = match self.lead_or_wait(py, view, miss)? {
+                    Flown::Cached(value) => return Ok(value),
+                    Flown::Compute(leading, miss) => (leading, miss),
+                };
                 let value = invocation.call(py, &self.func)?;
                 self.store_value(py, view, || key.to_stored(py), value.clone_ref(py), miss)?;
+                drop(leading);
                 Ok(value)
             }
             Some(state) => {
@@ -381,6 +408,54 @@ impl CachedFunction {
         async_state::hit_result(self.async_state.as_ref(), py, value)
     }
 
+    /// Ends the flight this call leads (`led`) on `hash`.
+    #[inline]
+    fn leave_flight(&self, led: bool, hash: u64) {
+        if let (true, Some(flights)) = (led, &self.flights) {
+            flights.leave(hash);
+        }
+    }
+
+    /// The quick path's single flight of a decided miss: `Some(led)` to compute now (`led`:
+    /// this call leads a flight that `miss::store` ends), `None` when another thread computes
+    /// the key (the full path waits for it).
+    #[inline(always)]
+    fn lead_quick(&self, hash: u64) -> Option<bool> {
+        match self.flights.as_ref().map(|flights| flights.enter(hash)) {
+            None | Some(Entered::Reentrant) => Some(false),
+            Some(Entered::Lead) => Some(true),
+            Some(Entered::Busy) => None,
+        }
+    }
+
+    /// The full path's single flight of a counted miss: waits (once, bounded) while another
+    /// thread computes the key, then serves what it stored (not counted again: the miss
+    /// was), or computes (leading the flight unless another thread or this one does).
+    fn lead_or_wait(
+        &self,
+        py: Python<'_>,
+        probe: KeyView<'_>,
+        miss: Option<MissAt>,
+    ) -> PyResult<Flown<'_>> {
+        let Some(flights) = &self.flights else {
+            return Ok(Flown::Compute(None, miss));
+        };
+        let hash = probe.hash();
+        match flights.enter(hash) {
+            Entered::Lead => Ok(Flown::Compute(Some(Leading::new(flights, hash)), miss)),
+            Entered::Reentrant => Ok(Flown::Compute(None, miss)),
+            Entered::Busy => {
+                let entered = flights.wait_then_enter(py, hash, flights.deadline())?;
+                let leading = (entered == Entered::Lead).then(|| Leading::new(flights, hash));
+                // The store changed meanwhile: an insert must scan for the key.
+                Ok(match self.lookup(py, probe, false)? {
+                    Some(value) => Flown::Cached(value),
+                    None => Flown::Compute(leading, None),
+                })
+            }
+        }
+    }
+
     /// The instance `__dict__` slot (pyo3 does not traverse it; we must, or cycles through
     /// `__wrapped__` and friends would never be collected).
     ///
@@ -401,7 +476,7 @@ impl CachedFunction {
     ) -> PyResult<Py<PyAny>> {
         guard(|| {
             let py = slf.py();
-            with_call_key(py, args, kwargs, |key| {
+            with_call_key(py, slf.get().typed, args, kwargs, |key| {
                 slf.get().call(
                     py,
                     slf.as_ptr(),
@@ -415,9 +490,10 @@ impl CachedFunction {
 }
 
 /// Runs `body` with the key of a call with `args` and `kwargs` (the key a call through
-/// `tp_call` uses, and the per-key methods).
+/// `tp_call` uses, and the per-key methods); `typed` as the function's parameter.
 fn with_call_key<R>(
     py: Python<'_>,
+    typed: bool,
     args: &Bound<'_, PyTuple>,
     kwargs: Option<&Bound<'_, PyDict>>,
     body: impl FnOnce(CallKey<'_>) -> PyResult<R>,
@@ -442,6 +518,12 @@ fn with_call_key<R>(
             &keywords.values,
             &mut kw_buffer,
         )?
+    };
+    let key = if typed {
+        // SAFETY: attached thread, no store borrow.
+        unsafe { key.into_typed() }.map_err(|()| PyErr::fetch(py))?
+    } else {
+        key
     };
     body(key)
 }
@@ -617,9 +699,16 @@ unsafe fn vectorcall_fast(
             CallKey::from_parts(py, positional, kw_names, kw_values, &mut kw_buffer)
         }
     };
-    let Ok(key) = key else {
+    let Ok(mut key) = key else {
         return ptr::null_mut();
     };
+    if this.typed {
+        // SAFETY: attached thread, no store borrow; on failure the indicator is set.
+        match unsafe { key.into_typed() } {
+            Ok(typed) => key = typed,
+            Err(()) => return ptr::null_mut(),
+        }
+    }
     let known_miss = match this.quick_lookup(py, key.view()) {
         QuickLookup::Hit(value) if this.async_state.is_none() => return value.into_ptr(),
         QuickLookup::Hit(value) => {
@@ -631,20 +720,27 @@ unsafe fn vectorcall_fast(
                 }
             }
         }
-        QuickLookup::Miss(miss) if this.async_state.is_none() => {
-            let stored = if this.ttl_ns == Some(0) {
-                None
-            } else {
-                // SAFETY: attached thread, no borrow held (allocating a key tuple may run
-                // Python code).
-                match unsafe { key.to_stored_raw(py) } {
-                    Ok(stored) => Some(stored),
-                    Err(()) => return ptr::null_mut(),
-                }
-            };
-            pending.write(miss::Pending::new(stored, key.hash, miss));
-            return call_shell::call_function();
-        }
+        QuickLookup::Miss(miss) if this.async_state.is_none() => match this.lead_quick(key.hash) {
+            Some(led) => {
+                let stored = if this.ttl_ns == Some(0) {
+                    None
+                } else {
+                    // SAFETY: attached thread, no borrow held (allocating a key tuple may run
+                    // Python code).
+                    match unsafe { key.to_stored_raw(py) } {
+                        Ok(stored) => Some(stored),
+                        Err(()) => {
+                            this.leave_flight(led, key.hash);
+                            return ptr::null_mut();
+                        }
+                    }
+                };
+                pending.write(miss::Pending::new(stored, key.hash, miss, led));
+                return call_shell::call_function();
+            }
+            // Another thread computes it: the full path waits.
+            None => Some(miss),
+        },
         QuickLookup::Miss(miss) => Some(miss),
         QuickLookup::Undecided => None,
     };

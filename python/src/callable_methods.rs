@@ -35,6 +35,19 @@ macro_rules! cached_function_pymethods {
                 Self::tp_call(slf, args, kwargs)
             }
 
+            /// The parameters this function was decorated with, as a new dict (as
+            /// `functools.lru_cache`'s `cache_parameters()`): `max_size`, `ttl`, `typed`,
+            /// `backend`, the shared limits and `fallback`, recorded by `@cache`.
+            fn cache_parameters(
+                slf: &::pyo3::Bound<'_, Self>,
+            ) -> ::pyo3::PyResult<::pyo3::Py<::pyo3::types::PyDict>> {
+                use ::pyo3::types::{PyAnyMethods, PyDictMethods};
+                $crate::errors::guard(|| {
+                    let recorded = slf.getattr(::pyo3::intern!(slf.py(), "_warp_parameters"))?;
+                    Ok(recorded.cast::<::pyo3::types::PyDict>()?.copy()?.unbind())
+                })
+            }
+
             /// The cached value for these arguments, without calling the function;
             /// `KeyError` if there is none (an expired entry is absent). Counts neither a hit
             /// nor a miss, and is not an access for SIEVE.

@@ -221,11 +221,12 @@ pub fn encode_value(
 unsafe fn write_key_element(
     py: Python<'_>,
     object: *mut ffi::PyObject,
+    typed: bool,
     what: impl FnOnce() -> String,
     out: &mut Vec<u8>,
 ) -> PyResult<()> {
     // SAFETY: caller contract.
-    if unsafe { write_fast(object, out) } {
+    if unsafe { write_key_fast(object, typed, out) } {
         return Ok(());
     }
     // SAFETY: live object (caller contract).
@@ -272,8 +273,78 @@ trait ElementWriter {
     ) -> Result<(), Self::Error>;
 }
 
-/// Fast-path elements only; `Err(())` at the first element that needs pickle.
-struct FastOnly;
+/// `typed=False` keys: `True`/`False` and a float with an integral value in the i64 range are
+/// written as the int they equal, so `f(1)`, `f(1.0)` and `f(True)` share an entry as they do
+/// in `functools.lru_cache(typed=False)` (`-0.0` is `0`; NaN and infinities stay floats).
+/// `false` (nothing written) for anything else. Runs no Python code.
+///
+/// # Safety
+/// `object` is live; the thread is attached.
+#[inline]
+unsafe fn write_untyped_number(object: *mut ffi::PyObject, out: &mut Vec<u8>) -> bool {
+    // SAFETY: live object (caller contract); only exact builtin types are read.
+    unsafe {
+        if object == ffi::Py_True() || object == ffi::Py_False() {
+            codec::write_int(out, i64::from(object == ffi::Py_True()));
+            return true;
+        }
+        if ffi::PyFloat_CheckExact(object) != 0 {
+            let value = ffi::PyFloat_AS_DOUBLE(object);
+            // 2^63 is exact as a float; every integral float in [-2^63, 2^63) is an i64.
+            const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+            if value.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&value) {
+                codec::write_int(out, value as i64);
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// One key element without pickle: [`write_untyped_number`] unless `typed`, then
+/// [`write_fast`], then [`write_flat_key_tuple`].
+///
+/// # Safety
+/// `object` is live; the thread is attached.
+#[inline]
+unsafe fn write_key_fast(object: *mut ffi::PyObject, typed: bool, out: &mut Vec<u8>) -> bool {
+    // SAFETY: caller contract.
+    unsafe {
+        (!typed && write_untyped_number(object, out))
+            || write_fast(object, out)
+            || write_flat_key_tuple(object, out)
+    }
+}
+
+/// An exact tuple argument of fast-path scalars, as a codec tuple whose bools and integral
+/// floats are written as the equal int *whatever `typed` is*: `typed=True` types only the
+/// top-level arguments, as `functools.lru_cache` does (`f((1,))` and `f((True,))` share an
+/// entry). `false` with nothing written for anything else (it is then pickled).
+///
+/// # Safety
+/// `object` is live; the thread is attached.
+unsafe fn write_flat_key_tuple(object: *mut ffi::PyObject, out: &mut Vec<u8>) -> bool {
+    // SAFETY: live object (caller contract).
+    if unsafe { ffi::PyTuple_CheckExact(object) } == 0 {
+        return false;
+    }
+    // SAFETY: an exact tuple, alive for this call; its items are live while it is.
+    let items = unsafe { crate::key::tuple_items(object) };
+    let start = out.len();
+    let written = codec::write_tuple_header(out, items.len()).is_ok()
+        && items.iter().all(|&item| {
+            // SAFETY: live item (see above); attached thread.
+            unsafe { write_untyped_number(item, out) || write_fast(item, out) }
+        });
+    if !written {
+        out.truncate(start);
+    }
+    written
+}
+
+/// Fast-path elements only; `Err(())` at the first element that needs pickle. The flag is
+/// the function's `typed`.
+struct FastOnly(bool);
 
 impl ElementWriter for FastOnly {
     type Error = ();
@@ -288,7 +359,7 @@ impl ElementWriter for FastOnly {
         out: &mut Vec<u8>,
     ) -> Result<(), ()> {
         // SAFETY: caller contract.
-        if unsafe { write_fast(object, out) } {
+        if unsafe { write_key_fast(object, self.0, out) } {
             Ok(())
         } else {
             Err(())
@@ -297,7 +368,8 @@ impl ElementWriter for FastOnly {
 }
 
 /// The fast path, else pickle; an element that cannot be pickled is a `TypeError` naming it.
-struct Pickling<'py>(Python<'py>);
+/// The flag is the function's `typed`.
+struct Pickling<'py>(Python<'py>, bool);
 
 impl ElementWriter for Pickling<'_> {
     type Error = PyErr;
@@ -326,7 +398,7 @@ impl ElementWriter for Pickling<'_> {
             }
         };
         // SAFETY: caller contract.
-        unsafe { write_key_element(py, object, describe, out) }
+        unsafe { write_key_element(py, object, self.1, describe, out) }
     }
 }
 
@@ -383,10 +455,12 @@ pub unsafe fn encode_key_fast(
     kw_names: &[*mut ffi::PyObject],
     kw_values: &[*mut ffi::PyObject],
     order: &[usize],
+    typed: bool,
     out: &mut Vec<u8>,
 ) -> bool {
+    let writer = FastOnly(typed);
     // SAFETY: caller contract (every element is live).
-    unsafe { encode_key_with(positional, kw_names, kw_values, order, out, FastOnly) }.is_ok()
+    unsafe { encode_key_with(positional, kw_names, kw_values, order, out, writer) }.is_ok()
 }
 
 /// Encodes the key of a call into `out` (cleared first): a codec tuple of the positional
@@ -404,9 +478,10 @@ pub unsafe fn encode_key(
     kw_names: &[*mut ffi::PyObject],
     kw_values: &[*mut ffi::PyObject],
     order: &[usize],
+    typed: bool,
     out: &mut Vec<u8>,
 ) -> PyResult<()> {
-    let writer = Pickling(py);
+    let writer = Pickling(py, typed);
     // SAFETY: caller contract.
     unsafe { encode_key_with(positional, kw_names, kw_values, order, out, writer) }
 }

@@ -749,3 +749,4 @@ pub fn slow_eq(py: Python<'_>, stored: &StoredKey, probe: KeyView<'_>) -> PyResu
 
 #[cfg(test)]
 mod tests;
+mod typed;

@@ -28,6 +28,7 @@ mod prefetch;
 mod python_call;
 #[cfg(unix)]
 mod shared;
+mod single_flight;
 
 use pyo3::prelude::*;
 

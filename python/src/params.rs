@@ -4,7 +4,10 @@ use pyo3::prelude::*;
 use warp_cache_core::clock::ttl_seconds_to_ns;
 use warp_cache_core::Error;
 
+use std::time::Duration;
+
 use crate::errors::to_py;
+use crate::single_flight::SingleFlight;
 
 /// `ttl` in seconds (`None`, or finite and >= 0) to nanoseconds; a positive ttl is at least
 /// 1 ns so that only `ttl=0` means "store nothing".
@@ -20,6 +23,23 @@ pub(crate) fn ttl_ns_of(ttl: Option<f64>) -> PyResult<Option<u64>> {
         Some(seconds) => Ok(Some(ttl_seconds_to_ns(seconds).max(1))),
     }
 }
+
+/// The single flight of a function whose waiters wait at most `wait_seconds` (`None`: no
+/// single flight). The Python layer turns `single_flight=True` into its default bound.
+pub(crate) fn single_flight_of(wait_seconds: Option<f64>) -> PyResult<Option<SingleFlight>> {
+    match wait_seconds {
+        None => Ok(None),
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 => Ok(Some(SingleFlight::new(
+            Duration::from_secs_f64(seconds.min(MAX_SINGLE_FLIGHT_WAIT_SECONDS)),
+        ))),
+        Some(seconds) => Err(to_py(Error::invalid_argument(format!(
+            "single_flight must be True, False or a wait bound in seconds > 0, got {seconds}"
+        )))),
+    }
+}
+
+/// Longest single-flight wait (a day): larger bounds are this.
+const MAX_SINGLE_FLIGHT_WAIT_SECONDS: f64 = 86_400.0;
 
 #[cfg(test)]
 mod tests {
@@ -62,7 +82,7 @@ mod tests {
         let max_size = py
             .eval(&std::ffi::CString::new(max_size).unwrap(), None, None)
             .unwrap();
-        crate::cached::make_memory(py, func, &max_size, None, None).unwrap_err()
+        crate::cached::make_memory(py, func, &max_size, None, None, false, None).unwrap_err()
     }
 
     #[test]
@@ -94,7 +114,9 @@ mod tests {
             );
             let func = py.eval(c"len", None, None).unwrap().unbind();
             let ok = 8i64.into_pyobject(py).unwrap().into_any();
-            assert!(crate::cached::make_memory(py, func, &ok, Some(1.0), None).is_ok());
+            assert!(
+                crate::cached::make_memory(py, func, &ok, Some(1.0), None, false, None).is_ok()
+            );
         });
     }
 
@@ -102,7 +124,8 @@ mod tests {
     fn not_callable_is_a_type_error() {
         Python::attach(|py| {
             let max_size = 8i64.into_pyobject(py).unwrap().into_any();
-            let err = crate::cached::make_memory(py, py.None(), &max_size, None, None).unwrap_err();
+            let err = crate::cached::make_memory(py, py.None(), &max_size, None, None, false, None)
+                .unwrap_err();
             assert_eq!(
                 message_of::<PyTypeError>(py, err),
                 "cache() needs a callable"
@@ -132,6 +155,8 @@ mod tests {
                         None,
                         key,
                         value,
+                        None,
+                        false,
                         None,
                     )
                     .map(|_| ())

@@ -49,6 +49,9 @@ mod unwinding {
             args: *mut ffi::PyObject,
             kwargs: *mut ffi::PyObject,
         ) -> *mut ffi::PyObject;
+
+        /// Retakes the GIL; during finalization it ends a daemon thread (`pthread_exit`).
+        pub fn PyEval_RestoreThread(tstate: *mut ffi::PyThreadState);
     }
 }
 
@@ -141,6 +144,22 @@ pub unsafe fn call(
     // SAFETY: paired with `enter` above.
     unsafe { ffi::Py_LeaveRecursiveCall() };
     result
+}
+
+/// Runs `body` with the GIL released (a wait of single flight), guarded like [`vectorcall`]:
+/// retaking the GIL while the interpreter finalizes may end the thread with a forced unwind,
+/// which parks here instead of reaching a `catch_unwind` (pyo3's `detach` retakes it through a
+/// call that cannot unwind: the process would abort). `body` must not touch Python.
+pub fn detached<T>(py: pyo3::Python<'_>, body: impl FnOnce() -> T) -> T {
+    let _attached = py;
+    // SAFETY: the thread is attached (we hold `py`); it is detached until restored below.
+    let state = unsafe { ffi::PyEval_SaveThread() };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    let guard = ParkOnForcedUnwind;
+    // SAFETY: `state` is this thread's, saved above.
+    unsafe { unwinding::PyEval_RestoreThread(state) };
+    std::mem::forget(guard);
+    outcome.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
 /// Enters one level of Python recursion if both the recursion limit and the C stack allow it;

@@ -177,6 +177,8 @@ def test_a_working_shared_cache_reports_no_fallback():
     assert wrapper.cache_parameters() == {
         "max_size": 128,
         "ttl": None,
+        "typed": False,
+        "single_flight": 5.0,
         "backend": "shared",
         "max_key_size": 512,
         "max_value_size": 4096,

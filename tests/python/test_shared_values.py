@@ -179,9 +179,11 @@ def test_another_process_gets_the_same_types(method, monkeypatch):
 
 
 def test_keys_of_different_types_never_share_an_entry():
+    """With typed=True (with the default typed=False, True, 1.0, -0.0 and False share the
+    equal int's entry: test_typed.py)."""
     calls = []
 
-    @cache(backend="shared")
+    @cache(backend="shared", typed=True)
     def f(x):
         calls.append(x)
         return repr(type(x))

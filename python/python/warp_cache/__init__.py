@@ -55,7 +55,14 @@ else:
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
 
-__all__ = ["Backend", "CacheInfo", "CachedFunction", "SharedCachedFunction", "cache"]
+__all__ = [
+    "SINGLE_FLIGHT_WAIT_SECONDS",
+    "Backend",
+    "CacheInfo",
+    "CachedFunction",
+    "SharedCachedFunction",
+    "cache",
+]
 
 # An already-completed awaitable is a coroutine for asyncio (create_task, gather, ...).
 collections.abc.Coroutine.register(_Ready)
@@ -98,6 +105,26 @@ def _check_ttl(ttl: Any) -> Optional[float]:
         ) from None
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
         raise ValueError(f"ttl must be a finite number of seconds >= 0 or None, got {ttl!r}")
+    return seconds
+
+
+#: How long (seconds) a call that misses a key another thread or process is computing waits
+#: for that result before computing it itself, with ``single_flight=True``.
+SINGLE_FLIGHT_WAIT_SECONDS = 5.0
+
+
+def _check_single_flight(single_flight: Any) -> Optional[float]:
+    """The wait bound in seconds, or ``None`` for ``single_flight=False``."""
+    if single_flight is True:
+        return SINGLE_FLIGHT_WAIT_SECONDS
+    if single_flight is False:
+        return None
+    what = "True, False or a wait bound in seconds > 0"
+    if not isinstance(single_flight, numbers.Real):
+        raise TypeError(f"single_flight must be {what}, got {type(single_flight).__name__}")
+    seconds = float(single_flight)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"single_flight must be {what}, got {single_flight!r}")
     return seconds
 
 
@@ -164,6 +191,8 @@ def _make_shared(
     ttl: Optional[float],
     max_key_size: int,
     max_value_size: int,
+    typed: bool,
+    single_flight: Optional[float],
     is_async: bool,
 ) -> Any:
     """Creates the shared-backend wrapper of ``func``: its cache is named after what identifies
@@ -181,7 +210,7 @@ def _make_shared(
         )
     from . import _shared
 
-    name = _shared.cache_name(func)
+    name = _shared.cache_name(func, typed)
     try:
         return _make_shared_native(
             func,
@@ -191,6 +220,8 @@ def _make_shared(
             max_key_size,
             max_value_size,
             _async.async_miss if is_async else None,
+            typed,
+            single_flight,
         )
     except (OSError, RuntimeError) as exc:
         # (Not enough space for the files stays a MemoryError at decoration.)
@@ -206,7 +237,9 @@ def _make_shared(
             RuntimeWarning,
             stacklevel=4,
         )
-        wrapper = _make_memory(func, max_size, ttl, _async.async_miss if is_async else None)
+        wrapper = _make_memory(
+            func, max_size, ttl, _async.async_miss if is_async else None, typed, single_flight
+        )
         wrapper.__dict__["_warp_fallback"] = cause
         return wrapper
 
@@ -218,6 +251,8 @@ def _install_introspection(
     ttl: Optional[float],
     max_key_size: int,
     max_value_size: int,
+    typed: bool,
+    single_flight: Optional[float],
 ) -> None:
     """``cache_parameters()`` on every wrapper, and the fallback reason in ``cache_info()``
     of a shared function that had to fall back to an in-process cache."""
@@ -225,17 +260,16 @@ def _install_introspection(
     parameters: dict[str, Any] = {
         "max_size": max_size,
         "ttl": ttl,
+        "typed": typed,
+        "single_flight": False if single_flight is None else single_flight,
         "backend": backend.name.lower(),
         "max_key_size": max_key_size,
         "max_value_size": max_value_size,
         "fallback": fallback,
     }
 
-    def cache_parameters() -> dict[str, Any]:
-        """The parameters this function was decorated with (a new dict each call)."""
-        return dict(parameters)
-
-    wrapper.__dict__["cache_parameters"] = cache_parameters
+    # Read (and copied) by the native cache_parameters().
+    wrapper.__dict__["_warp_parameters"] = parameters
     if fallback is not None:
         native_info = wrapper.cache_info
 
@@ -256,6 +290,8 @@ def _make_wrapper(
     ttl: Optional[float],
     max_key_size: int,
     max_value_size: int,
+    typed: bool,
+    single_flight: Optional[float],
     is_async: bool,
 ) -> Any:
     """The one place where the backend is chosen."""
@@ -266,9 +302,13 @@ def _make_wrapper(
             ttl=ttl,
             max_key_size=max_key_size,
             max_value_size=max_value_size,
+            typed=typed,
+            single_flight=single_flight,
             is_async=is_async,
         )
-    return _make_memory(func, max_size, ttl, _async.async_miss if is_async else None)
+    return _make_memory(
+        func, max_size, ttl, _async.async_miss if is_async else None, typed, single_flight
+    )
 
 
 def _copy_metadata(wrapper: Any, func: Any, is_async: bool) -> None:
@@ -297,6 +337,8 @@ def _decorate(
     ttl: Optional[float],
     max_key_size: int,
     max_value_size: int,
+    typed: bool,
+    single_flight: Optional[float],
 ) -> Any:
     if not callable(func):
         raise TypeError(f"@cache needs a callable, got {type(func).__name__}")
@@ -308,9 +350,13 @@ def _decorate(
             "cache a function that returns a list or a tuple instead"
         )
     is_async = _is_coroutine_callable(func)
-    wrapper = _make_wrapper(func, backend, max_size, ttl, max_key_size, max_value_size, is_async)
+    wrapper = _make_wrapper(
+        func, backend, max_size, ttl, max_key_size, max_value_size, typed, single_flight, is_async
+    )
     _copy_metadata(wrapper, func, is_async)
-    _install_introspection(wrapper, backend, max_size, ttl, max_key_size, max_value_size)
+    _install_introspection(
+        wrapper, backend, max_size, ttl, max_key_size, max_value_size, typed, single_flight
+    )
     return wrapper
 
 
@@ -323,6 +369,8 @@ def cache(
     backend: Union[str, int, Backend] = Backend.MEMORY,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    typed: bool = False,
+    single_flight: Union[bool, float] = True,
 ) -> Any:
     """Memoizes a function (sync or async) with SIEVE eviction.
 
@@ -331,7 +379,19 @@ def cache(
     * ``max_size``: maximum number of entries (positive int, default 128);
     * ``ttl``: seconds an entry stays valid (``None``: forever; ``0``: never served);
     * ``backend``: ``"memory"`` (default) or ``"shared"`` (also ``Backend`` or 0/1);
-    * ``max_key_size`` / ``max_value_size``: byte limits of the shared backend.
+    * ``max_key_size`` / ``max_value_size``: byte limits of the shared backend;
+    * ``typed``: ``True`` keeps arguments of different types apart (``f(1)``, ``f(1.0)``,
+      ``f(True)`` are three entries), as ``functools.lru_cache(typed=True)``. With ``False``
+      (default) they share one entry: on the memory backend by ``==`` as ``lru_cache``; on the
+      shared backend, whose keys are serialized bytes, ``True``/``False`` and integral floats
+      are keyed as the equal int, and other types that compare equal across types
+      (``Decimal(1)``, ``Fraction(1)``, or such values inside tuples) stay apart;
+    * ``single_flight``: when several threads (or, on the shared backend, processes) miss
+      the same key at once, one computes it and the others wait for its result, at most
+      ``SINGLE_FLIGHT_WAIT_SECONDS`` (5 s) with ``True`` (default), or the given number of
+      seconds, then compute it themselves; ``False``: every caller computes. If the
+      computation raises, nothing is cached and a waiter retries. Async calls are always
+      coalesced per event loop (awaiting costs no thread).
 
     Bad parameters raise ``TypeError``/``ValueError`` here, at decoration time.
     """
@@ -340,6 +400,9 @@ def cache(
     checked_backend = _resolve_backend(backend)
     checked_key_size = _check_byte_limit("max_key_size", max_key_size)
     checked_value_size = _check_byte_limit("max_value_size", max_value_size)
+    if not isinstance(typed, bool):
+        raise TypeError(f"typed must be True or False, got {typed!r}")
+    checked_single_flight = _check_single_flight(single_flight)
 
     def decorator(target: Callable[..., Any]) -> Any:
         return _decorate(
@@ -349,6 +412,8 @@ def cache(
             checked_ttl,
             checked_key_size,
             checked_value_size,
+            typed,
+            checked_single_flight,
         )
 
     if func is None:

@@ -13,10 +13,18 @@ _R = TypeVar("_R")
 _S = TypeVar("_S")
 _BP = ParamSpec("_BP")
 
-__all__ = ["Backend", "CacheInfo", "CachedFunction", "SharedCachedFunction", "cache"]
+__all__ = [
+    "SINGLE_FLIGHT_WAIT_SECONDS",
+    "Backend",
+    "CacheInfo",
+    "CachedFunction",
+    "SharedCachedFunction",
+    "cache",
+]
 
 MEMORY_MAX_SIZE_LIMIT: Final[int]
 STRICT_ENV: Final[str]
+SINGLE_FLIGHT_WAIT_SECONDS: Final[float]
 
 class Backend(enum.IntEnum):
     """Where cached data lives."""
@@ -38,6 +46,7 @@ class CachedFunction(Generic[_P, _R]):
     ) -> Callable[_BP, _R]: ...
     def cache_info(self) -> CacheInfo: ...
     def cache_clear(self) -> None: ...
+    def cache_parameters(self) -> dict[str, Any]: ...
     # The cached value itself (for an async function: the awaited result, not an awaitable).
     def cache_peek(self, *args: _P.args, **kwargs: _P.kwargs) -> Any: ...
     def cache_invalidate(self, *args: _P.args, **kwargs: _P.kwargs) -> bool: ...
@@ -64,6 +73,7 @@ class SharedCachedFunction(Generic[_P, _R]):
     ) -> Callable[_BP, _R]: ...
     def cache_info(self) -> CacheInfo: ...
     def cache_clear(self) -> None: ...
+    def cache_parameters(self) -> dict[str, Any]: ...
     # The cached value itself (for an async function: the awaited result, not an awaitable).
     def cache_peek(self, *args: _P.args, **kwargs: _P.kwargs) -> Any: ...
     def cache_invalidate(self, *args: _P.args, **kwargs: _P.kwargs) -> bool: ...
@@ -88,6 +98,8 @@ def cache(
     backend: _MemoryArg = ...,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    typed: bool = False,
+    single_flight: bool | float = True,
 ) -> Callable[[Callable[_P, _R]], CachedFunction[_P, _R]]: ...
 @overload
 def cache(
@@ -99,6 +111,8 @@ def cache(
     backend: _SharedArg,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    typed: bool = False,
+    single_flight: bool | float = True,
 ) -> Callable[[Callable[_P, _R]], SharedCachedFunction[_P, _R]]: ...
 @overload
 def cache(
@@ -110,4 +124,6 @@ def cache(
     backend: _BackendArg = ...,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    typed: bool = False,
+    single_flight: bool | float = True,
 ) -> Callable[[Callable[_P, _R]], CachedFunction[_P, _R] | SharedCachedFunction[_P, _R]]: ...

@@ -7,6 +7,7 @@ What identifies a cached function (INV-10)
 ``<module>.<qualname>.<fingerprint>``, where the fingerprint is a 64-bit BLAKE2b digest of:
 
 * the key/value format version of the shared backend (``KEY_SCHEMA``);
+* ``typed=True`` (a typed and an untyped function never share files: their keys differ);
 * ``__module__`` (``__mp_main__``, the name multiprocessing's spawn gives the main script in
   a child, counts as ``__main__``) and ``__qualname__``;
 * the **code object**, recursively: bytecode, constants (nested code objects included;
@@ -52,7 +53,8 @@ from typing import Any, Callable, Optional
 
 #: Version of the key/value layout the native code writes (``convert.rs``); part of every
 #: fingerprint so that a new layout never reads entries written by an old one.
-KEY_SCHEMA = 1
+#: 2: ``typed=False`` keys write ``True``/``False`` and integral floats as the equal int.
+KEY_SCHEMA = 2
 
 _DIGEST_BYTES = 8
 _MAX_DEPTH = 48
@@ -355,13 +357,15 @@ def _family_module(func: Any, module: str) -> str:
     return f"{module}-{digest}"
 
 
-def cache_name(func: Callable[..., Any]) -> str:
+def cache_name(func: Callable[..., Any], typed: bool = False) -> str:
     """The name of ``func``'s shared cache: ``<module>.<qualname>.<16 hex digits>`` (for
     ``__main__`` code the module part also names the script, ``_family_module``)."""
     module = _module_of(func)
     qualname = _qualname_of(func)
     fingerprint = _Fingerprint()
     fingerprint._text(b"schema", str(KEY_SCHEMA))
+    if typed:
+        fingerprint._text(b"typed", "1")
     fingerprint._text(b"name", f"{module}:{qualname}")
     if _main_without_file(func):
         fingerprint._text(b"pid", str(os.getpid()))

@@ -11,7 +11,13 @@ use super::*;
 pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
     let probe = Py::new(
         py,
-        CachedFunction::new(py.None(), MemStore::new(1, None).map_err(to_py)?, None),
+        CachedFunction::new(
+            py.None(),
+            MemStore::new(1, None).map_err(to_py)?,
+            false,
+            None,
+            None,
+        ),
     )?;
     let contents_offset = CONTENTS_OFFSET.measure(&probe)?;
     function_type::install_vectorcall::<CachedFunction>(
@@ -41,13 +47,18 @@ fn memory_max_size(max_size: &Bound<'_, PyAny>) -> PyResult<u32> {
 /// Creates the memory-backend wrapper of `func` (the Python layer has validated the
 /// arguments; they are checked again here).
 #[pyfunction]
-#[pyo3(name = "_make_memory", signature = (func, max_size, ttl, async_helper = None))]
+#[pyo3(
+    name = "_make_memory",
+    signature = (func, max_size, ttl, async_helper = None, typed = false, single_flight = None)
+)]
 pub fn make_memory(
     py: Python<'_>,
     func: Py<PyAny>,
     max_size: &Bound<'_, PyAny>,
     ttl: Option<f64>,
     async_helper: Option<Py<PyAny>>,
+    typed: bool,
+    single_flight: Option<f64>,
 ) -> PyResult<Py<CachedFunction>> {
     guard(|| {
         if !func.bind(py).is_callable() {
@@ -55,6 +66,14 @@ pub fn make_memory(
         }
         let store = MemStore::new(memory_max_size(max_size)?, ttl_ns_of(ttl)?).map_err(to_py)?;
         let async_state = async_helper.map(|helper| AsyncState::new(py, helper));
-        Py::new(py, CachedFunction::new(func, store, async_state))
+        // `ttl=0` stores nothing: nothing for a waiter to wait for.
+        let flights = match ttl_ns_of(ttl)? {
+            Some(0) => None,
+            _ => single_flight_of(single_flight)?,
+        };
+        Py::new(
+            py,
+            CachedFunction::new(func, store, typed, flights, async_state),
+        )
     })
 }

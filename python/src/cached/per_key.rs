@@ -45,7 +45,7 @@ impl CachedFunction {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        with_call_key(py, args, kwargs, |key| {
+        with_call_key(py, self.typed, args, kwargs, |key| {
             if let Some(at) = self.slot_of(py, key.view())? {
                 let store = self.store.read(py)?;
                 match store.peek(at, clock(&store)) {
@@ -70,7 +70,7 @@ impl CachedFunction {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<bool> {
-        with_call_key(py, args, kwargs, |key| {
+        with_call_key(py, self.typed, args, kwargs, |key| {
             let Some(at) = self.slot_of(py, key.view())? else {
                 return Ok(false);
             };
@@ -101,7 +101,7 @@ impl CachedFunction {
         if self.ttl_ns == Some(0) {
             return Ok(false);
         }
-        with_call_key(py, args, kwargs, |key| {
+        with_call_key(py, self.typed, args, kwargs, |key| {
             self.store_value(py, key.view(), || key.to_stored(py), value, None)?;
             Ok(true)
         })

@@ -139,10 +139,20 @@ fn bytes_that_are_not_a_value_decode_to_a_failure() {
     });
 }
 
-/// The key of `f(*args, **kwargs)` by both encoders; `None` from the fast one when an
-/// argument needs pickle.
+/// The key of `f(*args, **kwargs)` by both encoders for a `typed=True` function; `None` from
+/// the fast one when an argument needs pickle.
 fn key_bytes(
     py: Python<'_>,
+    args: &[&str],
+    kwargs: &[(&str, &str)],
+) -> (Option<Vec<u8>>, PyResult<Vec<u8>>) {
+    key_bytes_of(py, true, args, kwargs)
+}
+
+/// [`key_bytes`] with the function's `typed`.
+fn key_bytes_of(
+    py: Python<'_>,
+    typed: bool,
     args: &[&str],
     kwargs: &[(&str, &str)],
 ) -> (Option<Vec<u8>>, PyResult<Vec<u8>>) {
@@ -159,11 +169,26 @@ fn key_bytes(
     unsafe {
         let order = crate::key::keyword_order(&name_ptrs).unwrap();
         let mut fast = Vec::new();
-        let fast = encode_key_fast(&positional, &name_ptrs, &value_ptrs, &order, &mut fast)
-            .then_some(fast);
+        let fast = encode_key_fast(
+            &positional,
+            &name_ptrs,
+            &value_ptrs,
+            &order,
+            typed,
+            &mut fast,
+        )
+        .then_some(fast);
         let mut full = Vec::new();
-        let full =
-            encode_key(py, &positional, &name_ptrs, &value_ptrs, &order, &mut full).map(|()| full);
+        let full = encode_key(
+            py,
+            &positional,
+            &name_ptrs,
+            &value_ptrs,
+            &order,
+            typed,
+            &mut full,
+        )
+        .map(|()| full);
         (fast, full)
     }
 }
@@ -183,6 +208,60 @@ fn both_key_encoders_write_the_same_bytes() {
         let (fast, full) = key_bytes(py, &["[1]"], &[]);
         assert!(fast.is_none());
         assert!(full.is_ok());
+    });
+}
+
+#[test]
+fn untyped_keys_write_bools_and_integral_floats_as_the_equal_int() {
+    Python::attach(|py| {
+        let untyped = |args: &[&str], kwargs: &[(&str, &str)]| {
+            let (fast, full) = key_bytes_of(py, false, args, kwargs);
+            let full = full.unwrap();
+            assert_eq!(fast.as_ref(), Some(&full), "{args:?}: both encoders agree");
+            full
+        };
+        let typed = |args: &[&str]| key_bytes(py, args, &[]).1.unwrap();
+        for (same, int) in [
+            ("True", "1"),
+            ("False", "0"),
+            ("1.0", "1"),
+            ("-0.0", "0"),
+            ("-2.0**63", "-2**63"),
+            ("3e15", "3000000000000000"),
+        ] {
+            assert_eq!(
+                untyped(&[same], &[]),
+                untyped(&[int], &[]),
+                "{same} is {int}"
+            );
+            assert_eq!(untyped(&[], &[("k", same)]), untyped(&[], &[("k", int)]));
+            assert_ne!(typed(&[same]), typed(&[int]), "typed: {same} is not {int}");
+        }
+        // Not the value of an i64, or not integral: stays a float.
+        for float in ["1.5", "2.0**63", "float('nan')", "float('inf')"] {
+            assert_eq!(untyped(&[float], &[]), typed(&[float]), "{float}");
+        }
+        // Flat tuple arguments: numbers inside are keyed by value even when typed (typed
+        // applies to the top-level arguments, as in functools.lru_cache).
+        for typed_flag in [false, true] {
+            let key = |arg: &str| {
+                let (fast, full) = key_bytes_of(py, typed_flag, &[arg], &[]);
+                assert_eq!(fast.as_ref(), Some(full.as_ref().unwrap()), "{arg}: native");
+                full.unwrap()
+            };
+            assert_eq!(key("(1, 'a')"), key("(True, 'a')"));
+            assert_eq!(key("(1, 'a')"), key("(1.0, 'a')"));
+            assert_ne!(key("(1, 'a')"), key("(1, 'b')"));
+            let pickled = |arg: &str| key_bytes_of(py, typed_flag, &[arg], &[]).1.unwrap();
+            // A tuple nested deeper is pickled whole: never the bytes of a flatter one.
+            assert_ne!(key("(1, 2)"), pickled("(1, (2,))"));
+            assert_ne!(pickled("((1, 2),)"), key("(1, 2)"));
+        }
+        // A tuple holding something that needs pickle is pickled whole.
+        let (fast, full) = key_bytes_of(py, false, &["(1, [2])"], &[]);
+        assert!(fast.is_none() && full.is_ok());
+        // The single-int fast path writes what the encoder writes for True.
+        assert_eq!(untyped(&["True"], &[]), codec::single_int_key(1).to_vec());
     });
 }
 
@@ -253,7 +332,7 @@ fn an_unpicklable_argument_is_a_type_error_naming_it() {
 #[test]
 fn a_key_the_codec_cannot_count_is_a_value_error() {
     Python::attach(|py| {
-        let err = Pickling(py).too_many(EncodeError::TooLong { len: usize::MAX });
+        let err = Pickling(py, true).too_many(EncodeError::TooLong { len: usize::MAX });
         assert!(err.is_instance_of::<PyValueError>(py));
         assert_eq!(
             err.value(py).to_string(),
@@ -285,6 +364,8 @@ fn with_shared(py: Python<'_>, max_key: u32, max_value: u32, body: impl FnOnce(&
         None,
         &int(max_key),
         &int(max_value),
+        None,
+        false,
         None,
     )
     .unwrap()

@@ -31,6 +31,7 @@ pub(super) unsafe extern "C-unwind" fn vectorcall_entry(
 pub(crate) struct PendingMiss {
     scratch: Scratch,
     hash: u64,
+    flight: Flight,
 }
 
 impl call_shell::Backend for SharedCachedFunction {
@@ -100,8 +101,16 @@ unsafe fn vectorcall_body(
             };
             match guard(|| this.decide(py, callable, call, &invocation, pending)) {
                 Ok(Decided::Done(value)) => value.into_ptr(),
-                Ok(Decided::CallFunction { scratch, hash }) => {
-                    out.write(Box::new(PendingMiss { scratch, hash }));
+                Ok(Decided::CallFunction {
+                    scratch,
+                    hash,
+                    flight,
+                }) => {
+                    out.write(Box::new(PendingMiss {
+                        scratch,
+                        hash,
+                        flight,
+                    }));
                     call_shell::call_function()
                 }
                 Err(err) => {
@@ -114,7 +123,7 @@ unsafe fn vectorcall_body(
 }
 
 /// Stores `result` (a new reference, or NULL with an exception set) under `pending` and
-/// returns it.
+/// returns it; then ends its flight.
 ///
 /// # Safety
 /// As [`call_shell::Backend::finish`].
@@ -123,8 +132,13 @@ unsafe fn finish_call(
     pending: PendingMiss,
     result: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    let PendingMiss { mut scratch, hash } = pending;
+    let PendingMiss {
+        mut scratch,
+        hash,
+        flight,
+    } = pending;
     if result.is_null() {
+        flight.end(this);
         put_scratch(scratch);
         return result;
     }
@@ -137,6 +151,8 @@ unsafe fn finish_call(
                 this.store_value(py, &scratch.key, hash, &value, &mut scratch.value)
                     .map(drop)
             });
+            // After the store: the waiters find the value.
+            flight.end(this);
             put_scratch(scratch);
             // SAFETY: we own `result`, a live object.
             call_shell::result_after_store(py, result, stored)
@@ -158,7 +174,7 @@ pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
     .map_err(to_py)?;
     let probe = Py::new(
         py,
-        SharedCachedFunction::new(py.None(), probe_store, String::new(), None),
+        SharedCachedFunction::new(py.None(), probe_store, String::new(), false, None, None),
     )?;
     let contents_offset = CONTENTS_OFFSET.measure(&probe)?;
     function_type::install_vectorcall::<SharedCachedFunction>(

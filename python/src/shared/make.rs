@@ -31,7 +31,10 @@ fn u32_param(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u32> {
 #[pyfunction]
 #[pyo3(
     name = "_make_shared",
-    signature = (func, name, max_size, ttl, max_key_size, max_value_size, async_helper = None)
+    signature = (
+        func, name, max_size, ttl, max_key_size, max_value_size, async_helper = None,
+        typed = false, single_flight = None
+    )
 )]
 #[allow(clippy::too_many_arguments)]
 pub fn make_shared(
@@ -43,6 +46,8 @@ pub fn make_shared(
     max_key_size: &Bound<'_, PyAny>,
     max_value_size: &Bound<'_, PyAny>,
     async_helper: Option<Py<PyAny>>,
+    typed: bool,
+    single_flight: Option<f64>,
 ) -> PyResult<Py<SharedCachedFunction>> {
     guard(|| {
         if !func.bind(py).is_callable() {
@@ -56,11 +61,16 @@ pub fn make_shared(
             value_bytes_max: u32_param("max_value_size", max_value_size)?,
             ttl_ns: ttl_ns_of(ttl)?,
         };
+        // `ttl=0` stores nothing: nothing for a waiter to wait for.
+        let flights = match config.ttl_ns {
+            Some(0) => None,
+            _ => single_flight_of(single_flight)?,
+        };
         let store = py.detach(|| ShmStore::open(config)).map_err(to_py)?;
         let async_state = async_helper.map(|helper| AsyncState::new(py, helper));
         Py::new(
             py,
-            SharedCachedFunction::new(func, store, name, async_state),
+            SharedCachedFunction::new(func, store, name, typed, flights, async_state),
         )
     })
 }

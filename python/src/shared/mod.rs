@@ -25,6 +25,7 @@
 #![allow(unsafe_code)]
 
 mod entry;
+mod flight;
 mod make;
 mod per_key;
 mod scratch;
@@ -57,9 +58,11 @@ use crate::errors::{self, guard, to_py};
 use crate::function_type::{self, ContentsOffset, Invocation};
 use crate::info::CacheInfo;
 use crate::key;
-use crate::params::ttl_ns_of;
+use crate::params::{single_flight_of, ttl_ns_of};
+use crate::single_flight::SingleFlight;
 
 use entry::vectorcall_entry;
+use flight::{Flight, Flown};
 use scratch::{put_scratch, scratch_slot, take_scratch, Scratch};
 
 /// Offset of the Rust struct inside the Python object, measured once at module init.
@@ -86,8 +89,13 @@ struct Pending {
 enum Decided {
     /// The call's answer (a hit, or the awaitable of an async miss).
     Done(Py<PyAny>),
-    /// A synchronous miss: call the function, then store under `scratch.key`.
-    CallFunction { scratch: Scratch, hash: u64 },
+    /// A synchronous miss: call the function, then store under `scratch.key` and end the
+    /// flight.
+    CallFunction {
+        scratch: Scratch,
+        hash: u64,
+        flight: Flight,
+    },
 }
 
 /// The arguments of one call, as borrowed object pointers.
@@ -125,6 +133,12 @@ pub struct SharedCachedFunction {
     store: ShmStore,
     /// The name the files were derived from (module, qualname, fingerprint).
     name: String,
+    /// `typed=False`: `True`/`False` and integral floats are keyed as the equal int
+    /// (`convert::write_untyped_number`).
+    typed: bool,
+    /// Single flight of synchronous misses in this process (`None`: `single_flight=False`);
+    /// its bound also bounds waits for other processes.
+    flights: Option<SingleFlight>,
     async_state: Option<AsyncState>,
     /// Set once an insert failed and a warning was issued.
     warned: AtomicBool,
@@ -135,6 +149,8 @@ impl SharedCachedFunction {
         func: Py<PyAny>,
         store: ShmStore,
         name: String,
+        typed: bool,
+        flights: Option<SingleFlight>,
         async_state: Option<AsyncState>,
     ) -> Self {
         SharedCachedFunction {
@@ -142,6 +158,8 @@ impl SharedCachedFunction {
             func,
             store,
             name,
+            typed,
+            flights,
             async_state,
             warned: AtomicBool::new(false),
         }
@@ -206,6 +224,7 @@ impl SharedCachedFunction {
                     call.kw_names,
                     call.kw_values,
                     &order,
+                    self.typed,
                     key,
                 )
             };
@@ -282,14 +301,19 @@ impl SharedCachedFunction {
         invocation: Invocation<'_, '_>,
         pending: Pending,
     ) -> PyResult<Py<PyAny>> {
-        let (mut scratch, hash) = match self.decide(py, slf, call, &invocation, pending)? {
+        let (mut scratch, hash, flight) = match self.decide(py, slf, call, &invocation, pending)? {
             Decided::Done(value) => return Ok(value),
-            Decided::CallFunction { scratch, hash } => (scratch, hash),
+            Decided::CallFunction {
+                scratch,
+                hash,
+                flight,
+            } => (scratch, hash, flight),
         };
         let result = invocation.call(py, &self.func).and_then(|value| {
             self.store_value(py, &scratch.key, hash, value.bind(py), &mut scratch.value)?;
             Ok(value)
         });
+        flight.end(self);
         put_scratch(scratch);
         result
     }
@@ -344,9 +368,19 @@ impl SharedCachedFunction {
                 }
             }
         })();
-        match result {
-            Ok(None) => Ok(Decided::CallFunction { scratch, hash }),
-            Ok(Some(value)) => {
+        // A synchronous miss goes through its flights (another computation may store it).
+        let flown = match result {
+            Ok(Some(value)) => Ok(Flown::Cached(value)),
+            Ok(None) => self.fly(py, &mut scratch, hash),
+            Err(err) => Err(err),
+        };
+        match flown {
+            Ok(Flown::Compute(flight)) => Ok(Decided::CallFunction {
+                scratch,
+                hash,
+                flight,
+            }),
+            Ok(Flown::Cached(value)) => {
                 put_scratch(scratch);
                 Ok(Decided::Done(value))
             }
@@ -426,6 +460,7 @@ impl SharedCachedFunction {
                 call.kw_names,
                 call.kw_values,
                 &order,
+                self.typed,
                 key,
             )?;
         }
