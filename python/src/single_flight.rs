@@ -29,9 +29,31 @@ struct Flight {
     owner: usize,
 }
 
+/// The keys in flight, and how many threads wait for one.
+#[derive(Default)]
+struct Flights {
+    list: Vec<Flight>,
+    /// Waking costs a system call even with nobody to wake: [`SingleFlight::leave`] only
+    /// notifies when this is not 0 (a miss without waiters stays in user space).
+    waiting: usize,
+}
+
+impl std::ops::Deref for Flights {
+    type Target = Vec<Flight>;
+    fn deref(&self) -> &Vec<Flight> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for Flights {
+    fn deref_mut(&mut self) -> &mut Vec<Flight> {
+        &mut self.list
+    }
+}
+
 /// The flights of one cached function.
 pub struct SingleFlight {
-    flights: Mutex<Vec<Flight>>,
+    flights: Mutex<Flights>,
     finished: Condvar,
     wait: Duration,
 }
@@ -57,13 +79,13 @@ impl SingleFlight {
     /// Flights whose waiters wait at most `wait` before computing themselves.
     pub fn new(wait: Duration) -> Self {
         SingleFlight {
-            flights: Mutex::new(Vec::new()),
+            flights: Mutex::new(Flights::default()),
             finished: Condvar::new(),
             wait,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Flight>> {
+    fn lock(&self) -> MutexGuard<'_, Flights> {
         // A panic while the lock was held left the list consistent (pushes and removals).
         self.flights
             .lock()
@@ -94,8 +116,11 @@ impl SingleFlight {
             .position(|flight| flight.hash == hash && flight.owner == me)
         {
             flights.swap_remove(index);
+            let wake = flights.waiting > 0;
             drop(flights);
-            self.finished.notify_all();
+            if wake {
+                self.finished.notify_all();
+            }
         }
     }
 
@@ -112,7 +137,8 @@ impl SingleFlight {
         let me = thread_token();
         loop {
             let led = crate::python_call::detached(py, || {
-                let flights = self.lock();
+                let mut flights = self.lock();
+                flights.waiting += 1;
                 let until = deadline.min(Instant::now() + SIGNAL_CHECK_EVERY);
                 let timeout = until.saturating_duration_since(Instant::now());
                 let (mut flights, _) = self
@@ -121,6 +147,7 @@ impl SingleFlight {
                         flights.iter().any(|flight| flight.hash == hash)
                     })
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
+                flights.waiting -= 1;
                 // Joined under the same lock as the check: one waiter leads the next flight.
                 let ended = !flights.iter().any(|flight| flight.hash == hash);
                 if ended {
