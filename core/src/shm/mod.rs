@@ -9,6 +9,7 @@
 //! | `arena`     | fixed-size slots, allocator, the SIEVE slots view for [`crate::policy`] |
 //! | `store`     | [`ShmStore`]: open/get/insert/clear/info/validate                     |
 //! | `raw`       | the few unsafe OS primitives that are not about files                 |
+//! | `inspect`   | read-only inspection of a cache directory (copies, never locks or writes) |
 //! | `failpoint` | test-only crash points (feature `failpoints`)                         |
 //! | `fuzz`      | byte-driven property bodies over heap-backed stores (feature `testkit`) |
 //!
@@ -39,6 +40,8 @@ pub mod files;
 pub mod fuzz;
 #[cfg(unix)]
 pub mod header;
+#[cfg(unix)]
+pub mod inspect;
 #[cfg(unix)]
 pub mod liveness;
 #[cfg(unix)]
