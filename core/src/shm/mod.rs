@@ -10,6 +10,7 @@
 //! | `store`     | [`ShmStore`]: open/get/insert/clear/info/validate                     |
 //! | `raw`       | the few unsafe OS primitives that are not about files                 |
 //! | `inspect`   | read-only inspection of a cache directory (copies, never locks or writes) |
+//! | `stale`     | removing the pairs no live process maps (`remove --stale`)            |
 //! | `failpoint` | test-only crash points (feature `failpoints`)                         |
 //! | `fuzz`      | byte-driven property bodies over heap-backed stores (feature `testkit`) |
 //!
@@ -50,6 +51,8 @@ pub mod raw;
 pub mod region;
 #[cfg(unix)]
 pub mod seqlock;
+#[cfg(unix)]
+pub mod stale;
 #[cfg(unix)]
 pub mod store;
 

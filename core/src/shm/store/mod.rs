@@ -48,6 +48,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub use crate::hash::{hash_algo_id, key_hash};
 
 mod copy;
+mod existing;
 mod follow;
 #[cfg(any(test, fuzzing, feature = "testkit"))]
 mod image;
