@@ -25,6 +25,8 @@
 #![allow(unsafe_code)]
 
 mod entry;
+// The command line's inspection, clear and stale removal (`python -m warp_cache`).
+pub mod inspect;
 mod make;
 mod per_key;
 mod scratch;
