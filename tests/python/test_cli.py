@@ -295,3 +295,24 @@ def test_a_dead_writer_is_reported_and_a_stopped_one_does_not_hang_list(warp_cac
         stopped.send_signal(signal.SIGCONT)
         stopped.kill()
         stopped.wait(30)
+
+
+@pytest.mark.parametrize(
+    "stem, module, function",
+    [
+        ("app.fib.71055aa0dd3097fd", "app", "fib"),
+        ("pkg.mod.Prices.quote.0123456789abcdef", "pkg.mod", "Prices.quote"),
+        ("__main__-1a2b3c4d.main.0123456789abcdef", "__main__-1a2b3c4d", "main"),
+        (
+            "m.outer._locals_.inner--" + "0" * 32 + ".0123456789abcdef",
+            "m",
+            "outer._locals_.inner...",
+        ),
+        ("unit", None, "unit"),
+    ],
+)
+def test_names_split_into_module_and_function(stem, module, function):
+    from warp_cache.__main__ import split_name
+
+    parts = split_name(stem)
+    assert (parts["module"], parts["function"]) == (module, function)

@@ -52,13 +52,18 @@ def _native() -> Any:
 def split_name(stem: str) -> dict[str, Optional[str]]:
     """Best-effort ``module`` and ``function`` of a stem. The files record only the name
     ``<module>.<qualname>.<fingerprint>``, and both parts may contain dots: the function is
-    taken to start at the first CapWords component (a class) or else to be the last one."""
+    taken to start at the first CapWords component (a class), or at the function a
+    ``<locals>`` is in, or else to be the last component. A hashed (long or non-plain) name
+    shows its readable prefix followed by ``...``."""
     match = _STEM.match(stem)
     family, fingerprint = (match["family"], match["fingerprint"]) if match else (stem, None)
     hashed = _HASHED.match(family)
     readable = hashed["prefix"] if hashed else family
     parts = [p for p in readable.split(".") if p]
-    start = next((i for i, p in enumerate(parts) if i > 0 and p[:1].isupper()), len(parts) - 1)
+    # A class (CapWords) or the function around a ``<locals>`` (sanitized to ``_locals_``).
+    starts = [i for i, p in enumerate(parts) if i > 0 and p[:1].isupper()]
+    starts += [i - 1 for i, p in enumerate(parts) if i > 1 and p == "_locals_"]
+    start = min(starts, default=len(parts) - 1)
     start = max(start, 1) if len(parts) > 1 else 0
     return {
         "family": family,
