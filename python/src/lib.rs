@@ -60,6 +60,12 @@ fn _warp_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(wrap_pyfunction!(shared::set_failpoint, m)?)?;
         m.add_function(wrap_pyfunction!(shared::after_fork_in_child, m)?)?;
         m.add("FAILPOINTS", shared::FAILPOINTS)?;
+        // `python -m warp_cache` (`__main__.py`): read-only inspection, clear, stale removal.
+        m.add_function(wrap_pyfunction!(shared::inspect::shm_cache_dir, m)?)?;
+        m.add_function(wrap_pyfunction!(shared::inspect::shm_stems, m)?)?;
+        m.add_function(wrap_pyfunction!(shared::inspect::shm_inspect, m)?)?;
+        m.add_function(wrap_pyfunction!(shared::inspect::shm_clear, m)?)?;
+        m.add_function(wrap_pyfunction!(shared::inspect::shm_remove_stale, m)?)?;
         convert::init(py)?;
         m.add_class::<shared::SharedCachedFunction>()?;
         shared::install_vectorcall(py)?;

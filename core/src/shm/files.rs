@@ -346,7 +346,7 @@ fn read_words(file: &ShmFile, count: usize) -> Option<Vec<u64>> {
 /// Marks a data file as retired (after another file was published at its name): processes
 /// still using it move on at their next call. Best effort: a file too short to hold a header
 /// is left alone (it never had valid contents).
-fn mark_retired(file: &ShmFile) {
+pub(crate) fn mark_retired(file: &ShmFile) {
     let offset = (word!(DataHeader, retired) * WORD_BYTES) as u64;
     let _ = file.write_inside(&1u64.to_ne_bytes(), offset);
 }
@@ -539,7 +539,7 @@ pub fn remove_unused_versions(files: &Files, dir: &CacheDir, me: u64) -> Vec<Str
 }
 
 /// Whether the lock file `lock_name` is of this format and names no live process.
-fn unused_pair(dir: &CacheDir, lock_name: &str, me: u64) -> bool {
+pub(crate) fn unused_pair(dir: &CacheDir, lock_name: &str, me: u64) -> bool {
     let Ok(Some(file)) = dir.open_file(lock_name) else {
         return false;
     };

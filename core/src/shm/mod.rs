@@ -9,6 +9,8 @@
 //! | `arena`     | fixed-size slots, allocator, the SIEVE slots view for [`crate::policy`] |
 //! | `store`     | [`ShmStore`]: open/get/insert/clear/info/validate                     |
 //! | `raw`       | the few unsafe OS primitives that are not about files                 |
+//! | `inspect`   | read-only inspection of a cache directory (copies, never locks or writes) |
+//! | `stale`     | removing the pairs no live process maps (`remove --stale`)            |
 //! | `failpoint` | test-only crash points (feature `failpoints`)                         |
 //! | `fuzz`      | byte-driven property bodies over heap-backed stores (feature `testkit`) |
 //!
@@ -41,6 +43,8 @@ pub mod fuzz;
 #[cfg(unix)]
 pub mod header;
 #[cfg(unix)]
+pub mod inspect;
+#[cfg(unix)]
 pub mod liveness;
 #[cfg(unix)]
 pub mod raw;
@@ -48,6 +52,8 @@ pub mod raw;
 pub mod region;
 #[cfg(unix)]
 pub mod seqlock;
+#[cfg(unix)]
+pub mod stale;
 #[cfg(unix)]
 pub mod store;
 

@@ -183,6 +183,16 @@ impl CacheDir {
 
     /// Opens an existing file read-write (never following a symlink). `Ok(None)` if absent.
     pub fn open_file(&self, name: &str) -> Result<Option<ShmFile>> {
+        self.open_existing(name, libc::O_RDWR)
+    }
+
+    /// Opens an existing file read-only, with the checks of [`CacheDir::open_file`] (the
+    /// inspector, `inspect.rs`: nothing it opens can be written through).
+    pub fn open_file_read_only(&self, name: &str) -> Result<Option<ShmFile>> {
+        self.open_existing(name, libc::O_RDONLY)
+    }
+
+    fn open_existing(&self, name: &str, access: libc::c_int) -> Result<Option<ShmFile>> {
         let cname = name_cstring(name)?;
         // SAFETY: the directory fd is open for the lifetime of `self`; `cname` is a valid
         // NUL-terminated relative name without '/'.
@@ -190,7 +200,7 @@ impl CacheDir {
             libc::openat(
                 self.dir.as_raw_fd(),
                 cname.as_ptr(),
-                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                access | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
             )
         };
         if fd < 0 {

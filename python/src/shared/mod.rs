@@ -26,6 +26,8 @@
 
 mod entry;
 mod flight;
+// The command line's inspection, clear and stale removal (`python -m warp_cache`).
+pub mod inspect;
 mod make;
 mod per_key;
 mod scratch;

@@ -47,6 +47,8 @@ use super::region::{self};
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::hash::{hash_algo_id, key_hash};
 
+mod copy;
+mod existing;
 mod flight;
 mod follow;
 #[cfg(any(test, fuzzing, feature = "testkit"))]
