@@ -280,8 +280,30 @@ pub fn sweep(dir: &CacheDir, force: bool) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A shell child that `flock`s the presence file of `id` in `path` and then sleeps
+    /// holding it (`exec sleep` keeps the locked descriptor open): a live process of that id
+    /// until it is killed. Returns once the lock is held.
+    pub(crate) fn hold_presence_in_child(path: &std::path::Path, id: u64) -> std::process::Child {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec 9>'{}' && flock -x 9 && echo locked && exec sleep 30",
+                path.join(presence_name(id)).display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        child
+    }
 
     fn temp_dir(tag: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!(
@@ -322,24 +344,8 @@ mod tests {
     fn a_killed_process_is_dead_even_unreaped() {
         let path = temp_dir("child");
         let dir = CacheDir::open(&path).unwrap();
-        // `flock` the file from a shell child that then sleeps holding it.
         let name = presence_name(0x5eed);
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "exec 9>'{}' && flock -x 9 && echo locked && exec sleep 30",
-                path.join(&name).display()
-            ))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "locked");
-        // Note: `exec sleep` keeps fd 9 (the locked description) open in the sleeping process.
+        let mut child = hold_presence_in_child(&path, 0x5eed);
         assert_eq!(owner_state(&dir, 0x5eed, 1), OwnerState::Alive);
         child.kill().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

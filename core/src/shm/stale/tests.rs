@@ -3,7 +3,6 @@
 use super::*;
 use crate::shm::inspect::tests::{filled, temp_dir};
 use crate::shm::layout::{word, LockFile, WORD_BYTES};
-use std::io::BufRead;
 use std::os::unix::fs::FileExt;
 
 fn write_word(path: &Path, index: usize, value: u64) {
@@ -62,20 +61,7 @@ fn a_live_mapper_in_the_table_keeps_the_pair_until_it_dies() {
     let path = temp_dir("table");
     drop(filled(&path, "c"));
     let id = 0x5eed_u64;
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec 9>'{}' && flock -x 9 && echo locked && exec sleep 30",
-            path.join(liveness::presence_name(id)).display()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let mut child = liveness::tests::hold_presence_in_child(&path, id);
     write_word(&path.join("c.lock"), word!(LockFile, mappers) + 3, id);
     let report = remove_stale(&path).unwrap();
     let c = decision(&report, "c");
