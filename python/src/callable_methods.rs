@@ -98,7 +98,10 @@ macro_rules! cached_function_pymethods {
                 $crate::errors::guard(|| {
                     let py = slf.py();
                     let this = slf.get();
-                    let result = this.func.bind(py).call(args, kwargs)?;
+                    // The guarded call (recursion and C-stack checks, forced unwind at exit).
+                    let result = $crate::function_type::Invocation::of_tuple_call(args, kwargs)
+                        .call(py, &this.func)?
+                        .into_bound(py);
                     if this.async_state.is_some() {
                         let refresh = py.import("warp_cache._async")?.getattr("refresh")?;
                         return Ok(refresh.call1((slf, result, args, kwargs))?.unbind());

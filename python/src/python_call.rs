@@ -146,7 +146,8 @@ pub unsafe fn call(
     result
 }
 
-/// Runs `body` with the GIL released (a wait of single flight), guarded like [`vectorcall`]:
+/// Runs `body` with the GIL released (every release in this crate goes through it: single
+/// flight's waits, the shared store's opens, clears and removals), guarded like [`vectorcall`]:
 /// retaking the GIL while the interpreter finalizes may end the thread with a forced unwind,
 /// which parks here instead of reaching a `catch_unwind` (pyo3's `detach` retakes it through a
 /// call that cannot unwind: the process would abort). `body` must not touch Python.

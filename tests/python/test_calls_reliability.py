@@ -45,6 +45,37 @@ def test_daemon_threads_inside_cached_calls_do_not_crash_interpreter_exit(backen
     assert statuses == [0] * 20, described
 
 
+def test_daemon_threads_inside_refresh_and_single_flight_waits_do_not_crash_exit(
+    backend, tmp_path
+):
+    # cache_refresh calls the function, and a single-flight waiter waits without the GIL:
+    # both must let interpreter exit end the thread (pthread_exit) without an abort.
+    code = f"""
+        import threading, time
+        from warp_cache import cache
+        f = cache(backend={backend!r})(lambda k: time.sleep(0.002) or k)
+        def refresh():
+            i = 0
+            while True:
+                f.cache_refresh(i % 3)
+                i += 1
+        def same_key():
+            while True:
+                f.cache_clear()
+                f(7)
+        for target in (refresh, same_key, same_key):
+            threading.Thread(target=target, daemon=True).start()
+        time.sleep(0.05)
+    """
+    statuses = [
+        run_code(code, tmp_path, check=False, timeout=60).returncode for _ in range(20)
+    ]
+    described = [
+        f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}" for rc in statuses
+    ]
+    assert statuses == [0] * 20, described
+
+
 RECURSION_SCRIPT = """
     import functools, sys, threading
     from warp_cache import cache

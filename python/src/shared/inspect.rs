@@ -104,7 +104,7 @@ pub fn shm_cache_dir(dir: Option<PathBuf>) -> PathBuf {
 pub fn shm_stems(py: Python<'_>, dir: Option<PathBuf>) -> PyResult<Option<Vec<String>>> {
     guard(|| {
         let dir = dir_or_default(dir);
-        py.detach(|| {
+        crate::python_call::detached(py, || {
             let Some(opened) = inspect::open_existing_dir(&dir)? else {
                 return Ok(None);
             };
@@ -149,7 +149,7 @@ pub fn shm_inspect<'py>(
 pub fn shm_clear(py: Python<'_>, dir: Option<PathBuf>, stem: String) -> PyResult<()> {
     guard(|| {
         let dir = dir_or_default(dir);
-        py.detach(|| {
+        crate::python_call::detached(py, || {
             let report = inspect::inspect_dir(&dir, Some(&stem))?;
             let params = report
                 .caches
@@ -188,7 +188,8 @@ pub fn shm_remove_stale<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     guard(|| {
         let dir = dir_or_default(dir);
-        let report = py.detach(|| stale::remove_stale(&dir)).map_err(to_py)?;
+        let report =
+            crate::python_call::detached(py, || stale::remove_stale(&dir)).map_err(to_py)?;
         let dict = PyDict::new(py);
         dict.set_item("dir", &report.dir)?;
         dict.set_item("exists", report.exists)?;

@@ -66,7 +66,7 @@ pub fn make_shared(
             Some(0) => None,
             _ => single_flight_of(single_flight)?,
         };
-        let store = py.detach(|| ShmStore::open(config)).map_err(to_py)?;
+        let store = crate::python_call::detached(py, || ShmStore::open(config)).map_err(to_py)?;
         let async_state = async_helper.map(|helper| AsyncState::new(py, helper));
         Py::new(
             py,

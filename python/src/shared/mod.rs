@@ -544,14 +544,14 @@ cached_function_pymethods! {
         /// every process using the cache.
         fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
             guard(|| {
-                let info = py.detach(|| self.store.info()).map_err(to_py)?;
+                let info = crate::python_call::detached(py, || self.store.info()).map_err(to_py)?;
                 Ok(CacheInfo::from(info.cache_stats()))
             })
         }
 
         /// Removes every entry and resets the counters, for every process using the cache.
         fn cache_clear(&self, py: Python<'_>) -> PyResult<()> {
-            guard(|| py.detach(|| self.store.clear()).map_err(to_py))
+            guard(|| crate::python_call::detached(py, || self.store.clear()).map_err(to_py))
         }
 
         /// The name that identifies this function's cache across processes.
@@ -577,7 +577,7 @@ cached_function_pymethods! {
         /// `RuntimeError` describing the first violation.
         fn _shared_validate(&self, py: Python<'_>) -> PyResult<()> {
             guard(|| {
-                py.detach(|| self.store.validate())
+                crate::python_call::detached(py, || self.store.validate())
                     .map_err(|e| errors::invalid_shared_table(e.to_string()))
             })
         }
@@ -585,7 +585,7 @@ cached_function_pymethods! {
         /// `{"resets", "last_reset_reason"}`: crash/corruption recoveries (diagnostics).
         fn _shared_diagnostics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
             guard(|| {
-                let info = py.detach(|| self.store.info()).map_err(to_py)?;
+                let info = crate::python_call::detached(py, || self.store.info()).map_err(to_py)?;
                 let dict = PyDict::new(py);
                 dict.set_item("resets", info.resets)?;
                 dict.set_item("last_reset_reason", self.store.last_reset_reason())?;

@@ -72,7 +72,7 @@ impl SharedCachedFunction {
                 return Ok(false);
             }
             let key = &scratch.key;
-            py.detach(|| self.store.remove(key)).map_err(to_py)
+            crate::python_call::detached(py, || self.store.remove(key)).map_err(to_py)
         })
     }
 
