@@ -12,9 +12,21 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import pytest
+
+import warp_cache._warp_cache as native
+
 #: A process's presence file in a cache directory (core/src/shm/liveness.rs): one per live
 #: process that uses the directory, not a cache file.
 PRESENCE_FILE = re.compile(r"^\.live\.[0-9a-f]{8}$")
+
+#: Crash tests drive the extension's failpoints (WARP_CACHE_FAILPOINT); builds without the
+#: `failpoints` feature (the other Pythons' builds in scripts/test-all.sh) cannot run them.
+needs_failpoints = pytest.mark.skipif(
+    not native.FAILPOINTS,
+    reason="extension built without failpoints: build it with "
+    "`maturin develop --release --features failpoints` to run the crash tests",
+)
 
 
 def cache_files(directory: Path) -> List[str]:

@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from shared_util import child_env, lock_file_word_offset, run_code, wait_for_state, write_script
+from shared_util import (
+    child_env,
+    lock_file_word_offset,
+    needs_failpoints,
+    run_code,
+    wait_for_state,
+    write_script,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no shared backend")
 
@@ -258,6 +265,7 @@ def test_remove_stale_keeps_what_a_live_process_maps(warp_cache_dir, scripts):
     assert cli(warp_cache_dir, "remove").returncode == 2
 
 
+@needs_failpoints
 def test_a_dead_writer_is_reported_and_a_stopped_one_does_not_hang_list(warp_cache_dir, scripts):
     make_square(warp_cache_dir, scripts)
     stem = stem_of(warp_cache_dir, "square")

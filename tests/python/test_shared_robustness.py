@@ -14,7 +14,7 @@ import time
 import pytest
 
 import warp_cache._warp_cache as native
-from shared_util import wait_for_state
+from shared_util import needs_failpoints, wait_for_state
 from warp_cache import cache
 
 #: Bound on one call while another process misbehaves: the call progresses within 1 s.
@@ -177,13 +177,6 @@ def test_files_truncated_under_live_processes(victim, length):
     finally:
         peer.stop()
     assert peer.process.exitcode == -signal.SIGKILL or peer.process.exitcode == 0
-
-
-needs_failpoints = pytest.mark.skipif(
-    not native.FAILPOINTS,
-    reason="extension built without failpoints: build it with "
-    "`maturin develop --release --features failpoints` to run the crash tests",
-)
 
 
 @needs_failpoints
