@@ -263,6 +263,7 @@ mod shm_targets {
             key_bytes_max,
             value_bytes_max,
             ttl_ns,
+            max_bytes: None,
         })
         .expect("valid parameters");
         let mut model: SieveModel<Vec<u8>, Vec<u8>> =
@@ -457,6 +458,7 @@ mod shm_targets {
             key_bytes_max,
             value_bytes_max,
             ttl_ns,
+            max_bytes: None,
         }
     }
 
@@ -606,6 +608,7 @@ mod shm_targets {
             key_bytes_max,
             value_bytes_max,
             ttl_ns: None,
+            max_bytes: None,
         })
         .expect("valid seed parameters");
         for i in 0..entries {

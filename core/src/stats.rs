@@ -14,4 +14,7 @@ pub struct CacheStats {
     /// Values not stored because they exceed the shared store's byte limit; `None` for the
     /// in-process store, which has no such limit.
     pub oversize_skips: Option<u64>,
+    /// Values not stored because the shared store's file could not grow (its filesystem was
+    /// full); `None` for the in-process store.
+    pub space_skips: Option<u64>,
 }

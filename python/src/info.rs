@@ -15,6 +15,8 @@ pub struct CacheInfo {
     pub current_size: u64,
     /// Counted by the shared backend only; `None` for the memory backend.
     pub oversize_skips: Option<u64>,
+    /// Counted by the shared backend only (its file could not grow); `None` for memory.
+    pub space_skips: Option<u64>,
 }
 
 impl From<warp_cache_core::CacheStats> for CacheInfo {
@@ -25,6 +27,7 @@ impl From<warp_cache_core::CacheStats> for CacheInfo {
             max_size: stats.max_size,
             current_size: stats.current_size,
             oversize_skips: stats.oversize_skips,
+            space_skips: stats.space_skips,
         }
     }
 }
@@ -65,6 +68,7 @@ impl<'py> IntoPyObject<'py> for CacheInfo {
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let extras = PyDict::new(py);
         extras.set_item("oversize_skips", self.oversize_skips)?;
+        extras.set_item("space_skips", self.space_skips)?;
         cache_info_class(py)?.call(
             (self.hits, self.misses, self.max_size, self.current_size),
             Some(&extras),
@@ -101,12 +105,14 @@ mod tests {
             max_size: 100,
             current_size: 3,
             oversize_skips: None,
+            space_skips: None,
         }
     }
 
     fn shared() -> CacheInfo {
         CacheInfo {
             oversize_skips: Some(9),
+            space_skips: None,
             ..memory()
         }
     }

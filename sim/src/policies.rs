@@ -256,6 +256,7 @@ impl ShmSieve {
             key_bytes_max: 8,
             value_bytes_max: 8,
             ttl_ns: None,
+            max_bytes: None,
         })
         .map_err(|err| err.to_string())?;
         Ok(ShmSieve {

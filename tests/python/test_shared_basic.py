@@ -125,22 +125,55 @@ def test_max_size_beyond_the_layout_fails_at_decoration(max_size):
             return x
 
 
-def test_region_larger_than_the_filesystem_fails_at_decoration(warp_cache_dir):
-    # A region a bit larger than the free space (but within the layout's limits): the
-    # "full /dev/shm" case, a clear error now rather than a SIGBUS later.
+def test_a_table_larger_than_the_filesystem_falls_back_at_decoration(warp_cache_dir, monkeypatch):
+    # Format 4 makes only the header, table and slots real at decoration (80 B per entry of
+    # max_size); entries take space as they are stored. When not even that fits (the "tiny
+    # /dev/shm" case), the function is cached in this process with one RuntimeWarning naming
+    # the cause, and WARP_CACHE_STRICT=1 makes it the error instead. Never a SIGBUS later.
     st = os.statvfs(warp_cache_dir)
     free = st.f_bavail * st.f_frsize
-    bytes_per_entry = 48 + 512 + 4096
-    max_size = min(2**31, (free * 2) // bytes_per_entry + 1)
-    if max_size * bytes_per_entry >= 2**40:
-        pytest.skip("the filesystem has more free space than the largest region")
-    with pytest.raises(MemoryError, match="not enough space.*max_size"):
+    fixed_bytes_per_entry = 64 + 16
+    max_size = min(2**31, (free * 2) // fixed_bytes_per_entry + 1)
+    if max_size * fixed_bytes_per_entry <= free:
+        pytest.skip("the filesystem has more free space than the largest table")
+    with pytest.warns(RuntimeWarning, match="not enough space.*max_size") as caught:
 
         @shared(max_size=max_size)
         def f(x):
+            return x * 2
+
+    assert len(caught) == 1
+    assert f(21) == 42 and f(21) == 42
+    assert f.cache_info().hits == 1
+    assert "not enough space" in f.cache_info().fallback
+    assert os.listdir(warp_cache_dir) == [], "nothing left behind"
+    monkeypatch.setenv("WARP_CACHE_STRICT", "1")
+    with pytest.raises(MemoryError, match="not enough space.*max_size"):
+
+        @shared(max_size=max_size)
+        def g(x):
             return x
 
     assert os.listdir(warp_cache_dir) == [], "nothing left behind"
+
+
+def test_a_budget_larger_than_the_filesystem_reserves_nothing(warp_cache_dir):
+    # max_bytes (and the limits) bound the file; they are not reserved: a budget of twice the
+    # free space decorates, and the files hold only the fixed part until entries arrive.
+    st = os.statvfs(warp_cache_dir)
+    free = st.f_bavail * st.f_frsize
+    budget = min(2**40, free * 2)
+
+    @shared(max_size=1000, max_bytes=budget, max_value_size=2**30)
+    def f(x):
+        return x
+
+    assert f(3) == 3 and f(3) == 3
+    assert f.cache_info().hits == 1
+    assert f.cache_parameters()["max_bytes"] == budget // 16 * 16
+    files = f._shared_files()
+    allocated = os.stat(files["data"]).st_blocks * 512
+    assert allocated < 1 << 20, allocated
 
 
 def test_files_live_in_the_cache_directory_with_private_modes(warp_cache_dir):

@@ -182,5 +182,8 @@ def test_a_working_shared_cache_reports_no_fallback():
         "backend": "shared",
         "max_key_size": 512,
         "max_value_size": 4096,
+        # The default budget: the fixed part (16,896 B for 128 entries) plus 128 entries at
+        # both limits (4,608 B, its size class) and 1/8.
+        "max_bytes": 16_896 + 128 * 4608 * 9 // 8,
         "fallback": None,
     }

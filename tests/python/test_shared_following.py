@@ -218,12 +218,12 @@ def shm_cache_dir(tmp_path):
 def test_temporary_files_of_a_killed_creator_are_removed(tmp_path, shm_cache_dir):
     warp_cache_dir = shm_cache_dir
     script = write_script(tmp_path / "app", "creator.py", CREATOR)
-    # A region of ~2.3 GB (sparse until reserved): creating it takes long enough to be killed
-    # in the middle, leaving its temporary file behind.
+    # A table of ~2.4 GB (80 B per entry of max_size, made real at creation): creating it
+    # takes long enough to be killed in the middle, leaving its temporary file behind.
     leftovers = []
     for delay in (0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2):
         proc = subprocess.Popen(
-            [sys.executable, str(script), "500000"],
+            [sys.executable, str(script), "30000000"],
             env=child_env(warp_cache_dir),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -244,13 +244,19 @@ def test_temporary_files_of_a_killed_creator_are_removed(tmp_path, shm_cache_dir
     assert _temporary_files(warp_cache_dir) == [], "temporary files of a dead creator remain"
 
 
-def test_a_failed_creation_leaves_no_temporary_file(warp_cache_dir):
+def test_a_failed_creation_leaves_no_temporary_file(warp_cache_dir, monkeypatch):
     from warp_cache import cache
 
     st = os.statvfs(warp_cache_dir)
     free = st.f_bavail * st.f_frsize
+    # A table (80 B per entry, made real at creation) twice the free space.
+    too_big = min(2**31, free // 40 + 1)
+    with pytest.warns(RuntimeWarning, match="not enough space"):
+        cache(backend="shared", max_size=too_big)(abs)
+    assert _temporary_files(warp_cache_dir) == []
+    monkeypatch.setenv("WARP_CACHE_STRICT", "1")
     with pytest.raises(MemoryError):
-        cache(backend="shared", max_size=min(2**31, free // 4000 + 1))(abs)
+        cache(backend="shared", max_size=too_big)(abs)
     assert _temporary_files(warp_cache_dir) == []
 
 

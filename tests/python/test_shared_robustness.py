@@ -173,7 +173,8 @@ def test_files_truncated_under_live_processes(victim, length):
         assert peer.process.is_alive()
         f._shared_validate()
         files = f._shared_files()
-        assert os.path.getsize(files["data"]) >= files["region_bytes"]
+        # The fresh file holds its fixed part (the heap grows as entries arrive).
+        assert os.path.getsize(files["data"]) >= files["fixed_bytes"]
     finally:
         peer.stop()
     assert peer.process.exitcode == -signal.SIGKILL or peer.process.exitcode == 0

@@ -302,7 +302,7 @@ fn region_seeds() -> Vec<(String, Vec<u8>)> {
 /// replaced by `0xe1_0000_0000` (and no ttl).
 fn region_reproducers() -> Vec<(String, Vec<u8>)> {
     let mut data = fuzz_targets::region_seed(4, 8, 8, 6);
-    let geometry = Geometry::new(4, 8, 8).unwrap();
+    let geometry = Geometry::new(4, 8, 8, None).unwrap();
     let at = (geometry.table_word + 5) * 8;
     data[at..at + 8].copy_from_slice(&0xe1_0000_0000u64.to_ne_bytes());
     // Creation nonce 0: the opener has no ttl (so it stores, then reads back).

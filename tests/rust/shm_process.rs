@@ -24,6 +24,7 @@ fn config(dir: &std::path::Path, name: &str) -> ShmConfig {
         key_bytes_max: 64,
         value_bytes_max: 4096,
         ttl_ns: None,
+        max_bytes: None,
     }
 }
 

@@ -123,11 +123,13 @@ fn ttl_is_per_process_and_future_stamps_are_stale() {
     let dir = TestDir::new("ttl");
     let short = ShmStore::open(ShmConfig {
         ttl_ns: Some(10),
+        max_bytes: None,
         ..dir.config("ttl", 8)
     })
     .unwrap();
     let long = ShmStore::open(ShmConfig {
         ttl_ns: Some(1_000),
+        max_bytes: None,
         ..dir.config("ttl", 8)
     })
     .unwrap();
@@ -159,6 +161,7 @@ fn ttl_is_per_process_and_future_stamps_are_stale() {
     // ttl 0: never served, never stored.
     let zero = ShmStore::open(ShmConfig {
         ttl_ns: Some(0),
+        max_bytes: None,
         ..dir.config("ttl", 8)
     })
     .unwrap();
@@ -177,6 +180,7 @@ fn ttl_replay_matches_the_model_with_a_clock() {
         key_bytes_max: 64,
         value_bytes_max: 64,
         ttl_ns: Some(40),
+        max_bytes: None,
     })
     .unwrap();
     let mut model: SieveModel<u64, u64> = SieveModel::with_ttl(16, Some(40));

@@ -46,6 +46,7 @@ impl TestDir {
             key_bytes_max: 512,
             value_bytes_max: 4096,
             ttl_ns: None,
+            max_bytes: None,
         }
     }
 }

@@ -212,6 +212,7 @@ impl<K, V> MemStore<K, V> {
             max_size: u64::from(self.max_size),
             current_size: self.len() as u64,
             oversize_skips: None,
+            space_skips: None,
         }
     }
 

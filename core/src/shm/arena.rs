@@ -1,6 +1,6 @@
-//! The slab arena: `capacity` fixed-size slots (meta + key words + value words), the
-//! free-slot allocator, and [`ShmSlots`], the [`SieveSlots`] view the one SIEVE
-//! ([`crate::policy`]) runs on (INV-1).
+//! The slot arena: `capacity` metadata slots whose key and value words live in an extent of
+//! the heap (`heap.rs`), the free-slot allocator, and [`ShmSlots`], the [`SieveSlots`] view
+//! the one SIEVE ([`crate::policy`]) runs on (INV-1).
 //!
 //! All access is through relaxed atomic loads and stores of whole words. Slot indices come
 //! from the trusted geometry or are range-checked before use; lengths read from a slot are
@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::heap::{entry_bytes, Extent, Heap};
 use super::layout::{word, DataHeader, Geometry, SlotMeta, WORD_BYTES};
 use crate::policy::{SieveSlots, SlotIndex, NO_SLOT};
 
@@ -49,18 +50,30 @@ impl std::fmt::Display for ArenaError {
 pub struct Arena<'a> {
     header: &'a [AtomicU64],
     slots: &'a [AtomicU64],
+    heap: Heap<'a>,
     /// Borrowed, not copied: an `Arena` is built for every read (the hit path).
     geometry: &'a Geometry,
 }
 
 impl<'a> Arena<'a> {
-    /// `header` is the header words, `slots` exactly `capacity * slot_words` words.
-    pub fn new(header: &'a [AtomicU64], slots: &'a [AtomicU64], geometry: &'a Geometry) -> Self {
+    /// `header` is the header words, `slots` exactly `capacity * slot_words` words, `heap`
+    /// the heap section with its free-list heads.
+    pub fn new(
+        header: &'a [AtomicU64],
+        slots: &'a [AtomicU64],
+        heap: Heap<'a>,
+        geometry: &'a Geometry,
+    ) -> Self {
         Arena {
             header,
             slots,
+            heap,
             geometry,
         }
+    }
+
+    pub fn heap(&self) -> Heap<'a> {
+        self.heap
     }
 
     pub fn capacity(&self) -> u32 {
@@ -101,26 +114,40 @@ impl<'a> Arena<'a> {
         }
     }
 
-    /// The `count` words starting at `offset` inside `slot`'s block.
+    /// The `count` words starting at word `offset` of `slot`'s extent.
     #[inline]
     fn words(&self, slot: u32, offset: usize, count: usize) -> &'a [AtomicU64] {
-        if slot >= self.geometry.capacity {
-            return &[];
-        }
-        let start = slot as usize * self.geometry.slot_words + offset;
-        self.slots.get(start..start + count).unwrap_or(&[])
+        let extent = self.heap.extent_words(self.extent(slot)).unwrap_or(&[]);
+        extent.get(offset..offset + count).unwrap_or(&[])
     }
 
     fn key_words(&self, slot: u32, count: usize) -> &'a [AtomicU64] {
-        self.words(slot, META_WORDS, count.min(self.geometry.key_words))
+        self.words(slot, 0, count.min(self.geometry.key_words))
     }
 
-    fn value_words(&self, slot: u32, count: usize) -> &'a [AtomicU64] {
+    fn value_words(&self, slot: u32, key_len: u32, count: usize) -> &'a [AtomicU64] {
         self.words(
             slot,
-            META_WORDS + self.geometry.key_words,
+            (key_len as usize).div_ceil(WORD_BYTES),
             count.min(self.geometry.value_words),
         )
+    }
+
+    /// The extent word of `slot` (0: none).
+    #[inline]
+    pub fn extent(&self, slot: u32) -> u64 {
+        self.meta(slot, word!(SlotMeta, extent))
+    }
+
+    /// Forgets `slot`'s extent (already freed; the entry gets a new one at once).
+    pub fn clear_extent(&self, slot: u32) {
+        self.set_meta(slot, word!(SlotMeta, extent), 0);
+    }
+
+    /// Whether `slot`'s extent can take a value of `value_len` bytes in place.
+    pub fn fits_in_place(&self, slot: u32, key_len: u32, value_len: u32) -> bool {
+        Extent::decode(self.extent(slot))
+            .is_some_and(|e| e.bytes() >= entry_bytes(key_len, value_len))
     }
 
     // --- entry data ---
@@ -153,8 +180,16 @@ impl<'a> Arena<'a> {
         }
         let start = slot as usize * self.geometry.slot_words;
         let block = self.slots.get(start..start + self.geometry.slot_words)?;
-        let (meta, rest) = block.split_first_chunk::<META_WORDS>()?;
-        let (key, value) = rest.split_at_checked(self.geometry.key_words)?;
+        let (meta, _) = block.split_first_chunk::<META_WORDS>()?;
+        let extent = self
+            .heap
+            .extent_words(meta[word!(SlotMeta, extent)].load(Relaxed))?;
+        let key_len = meta[word!(SlotMeta, lens)].load(Relaxed) as u32;
+        let key_words = (key_len as usize)
+            .div_ceil(WORD_BYTES)
+            .min(self.geometry.key_words);
+        let (key, value) = extent.split_at_checked(key_words)?;
+        let value = value.get(..self.geometry.value_words).unwrap_or(value);
         Some(SlotWords { meta, key, value })
     }
 
@@ -192,11 +227,14 @@ impl<'a> Arena<'a> {
         }
     }
 
-    /// Writes a whole entry (writer, inside a write section) under table epoch `epoch`.
-    /// Lengths are within the limits (checked by the caller).
+    /// Writes a whole entry (writer, inside a write section) under table epoch `epoch` into
+    /// `extent` (from [`Heap::alloc`] for [`entry_bytes`] of these lengths). Lengths are
+    /// within the limits (checked by the caller).
+    #[allow(clippy::too_many_arguments)]
     pub fn write_entry(
         &self,
         slot: u32,
+        extent: u64,
         hash: u64,
         key: &[u8],
         value: &[u8],
@@ -204,11 +242,13 @@ impl<'a> Arena<'a> {
         epoch: u64,
     ) {
         self.set_meta(slot, word!(SlotMeta, hash), hash);
+        self.set_meta(slot, word!(SlotMeta, extent), extent);
         Self::store_bytes(self.key_words(slot, key.len().div_ceil(WORD_BYTES)), key);
         self.write_value(slot, key.len() as u32, value, stored_at_ns, epoch);
     }
 
-    /// Replaces the value, its stamp and the entry check (writer, inside a write section).
+    /// Replaces the value, its stamp and the entry check (writer, inside a write section);
+    /// the value fits the slot's extent ([`Arena::fits_in_place`]).
     pub fn write_value(
         &self,
         slot: u32,
@@ -217,7 +257,7 @@ impl<'a> Arena<'a> {
         stored_at_ns: u64,
         epoch: u64,
     ) {
-        let words = self.value_words(slot, value.len().div_ceil(WORD_BYTES));
+        let words = self.value_words(slot, key_len, value.len().div_ceil(WORD_BYTES));
         let half = words.len() / 2;
         Self::store_bytes(&words[..half], value);
         // (The failpoints, like the store, exist on unix only.)
@@ -282,8 +322,11 @@ impl<'a> Arena<'a> {
         Err(ArenaError::Exhausted)
     }
 
-    /// Puts `slot` on the free list (it was unlinked from the SIEVE list and the table).
+    /// Puts `slot` on the free list and its extent on the heap's (it was unlinked from the
+    /// SIEVE list and the table).
     pub fn free(&self, slot: u32) {
+        self.heap.free(self.extent(slot));
+        self.set_meta(slot, word!(SlotMeta, extent), 0);
         self.set_meta(slot, word!(SlotMeta, free_next), self.free_head());
         self.set_meta(slot, word!(SlotMeta, lens), 0);
         self.set_header_word(word!(DataHeader, free_head), u64::from(slot));
@@ -295,6 +338,38 @@ impl<'a> Arena<'a> {
         crate::policy::reset(&mut slots);
         self.set_header_word(word!(DataHeader, free_head), u64::from(NO_SLOT));
         self.set_header_word(word!(DataHeader, high_water), 0);
+        self.heap.reset();
+    }
+
+    /// Compacts the heap ([`Heap::compact`]) over the entries on the SIEVE list; `false` if
+    /// the list or the extents are corrupt (nothing moved: the caller resets).
+    pub fn compact(&self) -> bool {
+        let slots = ShmSlots::new(*self);
+        let mut live = Vec::with_capacity(slots.len() as usize);
+        let mut cursor = slots.head();
+        let mut visited = 0usize;
+        while cursor != NO_SLOT {
+            if visited >= slots.len() as usize || cursor >= self.capacity() {
+                return false;
+            }
+            // (A slot whose extent is being replaced has none: nothing to move.)
+            let extent = self.extent(cursor);
+            if extent != 0 {
+                live.push((cursor, extent));
+            }
+            visited += 1;
+            cursor = slots.next(cursor);
+        }
+        if visited != slots.len() as usize {
+            return false;
+        }
+        let Some(moved) = self.heap.compact(&live) else {
+            return false;
+        };
+        for (slot, extent) in moved {
+            self.set_meta(slot, word!(SlotMeta, extent), extent);
+        }
+        true
     }
 }
 
@@ -600,25 +675,50 @@ mod tests {
 
     struct Heap {
         header: Vec<AtomicU64>,
+        heads: Vec<AtomicU64>,
+        words: Vec<AtomicU64>,
         slots: Vec<AtomicU64>,
         geometry: Geometry,
     }
 
+    fn zeros(count: usize) -> Vec<AtomicU64> {
+        (0..count).map(|_| AtomicU64::new(0)).collect()
+    }
+
     impl Heap {
         fn new(capacity: u32, key_max: u32, value_max: u32) -> Heap {
-            let geometry = Geometry::new(capacity, key_max, value_max).unwrap();
+            // A roomy budget: these tests write extents by hand, without compaction.
+            let fixed = Geometry::new(capacity, key_max, value_max, None)
+                .unwrap()
+                .fixed_bytes;
+            let geometry =
+                Geometry::new(capacity, key_max, value_max, Some(fixed + (1 << 16))).unwrap();
             let heap = Heap {
-                header: (0..HEADER_WORDS).map(|_| AtomicU64::new(0)).collect(),
-                slots: (0..capacity as usize * geometry.slot_words)
-                    .map(|_| AtomicU64::new(0))
-                    .collect(),
+                header: zeros(HEADER_WORDS),
+                heads: zeros(crate::shm::heap::CLASS_COUNT),
+                words: zeros(geometry.heap_words),
+                slots: zeros(capacity as usize * geometry.slot_words),
                 geometry,
             };
             heap.arena().reset();
+            heap.arena()
+                .heap()
+                .set_committed(geometry.heap_words as u64 * 8);
             heap
         }
         fn arena(&self) -> Arena<'_> {
-            Arena::new(&self.header, &self.slots, &self.geometry)
+            let heap = super::Heap::new(&self.header, &self.heads, &self.words);
+            Arena::new(&self.header, &self.slots, heap, &self.geometry)
+        }
+        /// Writes an entry into a fresh extent of `slot` (the old one is freed).
+        fn put(&self, slot: u32, hash: u64, key: &[u8], value: &[u8], stored_at_ns: u64) {
+            let arena = self.arena();
+            arena.heap().free(arena.extent(slot));
+            let bytes = entry_bytes(key.len() as u32, value.len() as u32);
+            let crate::shm::heap::Alloc::Got(extent) = arena.heap().alloc(bytes) else {
+                panic!("no extent for {bytes} bytes");
+            };
+            arena.write_entry(slot, extent, hash, key, value, stored_at_ns, 1);
         }
     }
 
@@ -631,7 +731,7 @@ mod tests {
         let slot = arena.alloc().unwrap();
         for len in 0..=24usize {
             let key: Vec<u8> = (0..len).map(|i| 0xA0 ^ (i as u8 * 7)).collect();
-            arena.write_entry(slot, 5, &key, b"v", 1, 1);
+            heap.put(slot, 5, &key, b"v", 1);
             let words = arena.slot(slot).unwrap();
             assert!(words.key_matches(5, &key), "len {len}");
             assert!(arena.key_matches(slot, 5, &key), "len {len}");
@@ -668,7 +768,7 @@ mod tests {
             100,
         ] {
             let value: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5C).collect();
-            arena.write_entry(slot, 1, b"k", &value, 1, 1);
+            heap.put(slot, 1, b"k", &value, 1);
             let mut spill = vec![0xEE; 3];
             let mut small = SmallValue::new(&mut spill);
             small.clear();
@@ -694,7 +794,7 @@ mod tests {
         let arena = heap.arena();
         let slot = arena.alloc().unwrap();
         let key = b"thirteen byte";
-        arena.write_entry(slot, 99, key, b"0123456789abcdefghi", 5, 1);
+        heap.put(slot, 99, key, b"0123456789abcdefghi", 5);
         assert!(arena.key_matches(slot, 99, key));
         assert!(!arena.key_matches(slot, 98, key), "hash differs");
         assert!(!arena.key_matches(slot, 99, b"thirteen bytE"));

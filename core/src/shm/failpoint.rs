@@ -29,6 +29,8 @@ pub enum Point {
     AfterLock,
     MidWrite,
     BeforeUnlock,
+    /// Halfway through a heap compaction (`heap.rs`): half the live extents moved.
+    MidCompact,
 }
 
 /// What happens when an armed point is reached.
@@ -53,6 +55,7 @@ pub fn parse(spec: &str) -> Result<Vec<(Point, Action)>, String> {
                 "after_lock" => Point::AfterLock,
                 "mid_write" => Point::MidWrite,
                 "before_unlock" => Point::BeforeUnlock,
+                "mid_compact" => Point::MidCompact,
                 other => return Err(format!("unknown failpoint {other:?}")),
             };
             let action = match action {

@@ -326,7 +326,7 @@ pub fn data_file_fits(file: &ShmFile, geometry: &Geometry, lock_nonce: Option<u6
     let Ok(len) = file.current_len() else {
         return false;
     };
-    len >= geometry.region_bytes
+    len >= geometry.fixed_bytes
         && read_words(file, HEADER_WORDS)
             .is_some_and(|header| check_header(&header, geometry, lock_nonce).is_ok())
 }
@@ -381,8 +381,9 @@ fn create_data(
     me: u64,
 ) -> Result<(Mapping, String)> {
     let prefix = liveness::temp_prefix(me);
-    let (file, tmp) = dir.create_temp(&prefix, &files.stem, geometry.region_bytes)?;
-    let mapping = match Mapping::map(file, geometry.region_bytes) {
+    // Only the fixed part is made real now; the heap grows under the writer lock.
+    let (file, tmp) = dir.create_temp(&prefix, &files.stem, geometry.fixed_bytes)?;
+    let mapping = match Mapping::map_growable(file, geometry.region_bytes, geometry.fixed_bytes) {
         Ok(m) => m,
         Err(e) => {
             let _ = dir.remove(&tmp);
@@ -444,7 +445,7 @@ pub fn open_generation(
         // 2. The data file, paired with that lock file (INV-S2).
         let data = match dir.open_file(&files.data_name)? {
             Some(file) if data_file_fits(&file, geometry, Some(lock_nonce)) => {
-                Mapping::map(file, geometry.region_bytes)?
+                Mapping::map_growable(file, geometry.region_bytes, geometry.fixed_bytes)?
             }
             Some(_) if !replace => return Err(mismatch("data file")),
             Some(_) => {
@@ -457,7 +458,7 @@ pub fn open_generation(
                 }
                 let mapped = (|| match dir.open_file(&files.data_name)? {
                     Some(file) if data_file_fits(&file, geometry, Some(lock_nonce)) => {
-                        Mapping::map(file, geometry.region_bytes)
+                        Mapping::map_growable(file, geometry.region_bytes, geometry.fixed_bytes)
                     }
                     old => {
                         let (mapping, tmp) = create_data(files, dir, geometry, lock_nonce, me)?;

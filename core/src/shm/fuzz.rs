@@ -33,6 +33,7 @@ pub fn fuzz_ops(data: &[u8]) {
         key_bytes_max: 4,
         value_bytes_max: 12,
         ttl_ns,
+        max_bytes: None,
     })
     .expect("valid parameters");
     let mut model: SieveModel<Vec<u8>, Vec<u8>> = SieveModel::with_ttl(capacity as usize, ttl_ns);
@@ -118,6 +119,7 @@ pub fn fuzz_image(data: &[u8]) -> bool {
         key_bytes_max: 8,
         value_bytes_max: 8,
         ttl_ns: None,
+        max_bytes: None,
     };
     let store = ShmStore::over_memory(config.clone()).expect("valid parameters");
     for k in 0..6u8 {

@@ -327,13 +327,14 @@ pub fn inspect_pair(dir: &CacheDir, stem: &str) -> CacheReport {
     });
     report.epoch = Some(header[word!(DataHeader, epoch)]);
     report.retired = header[word!(DataHeader, retired)] != 0;
-    if data_len < geometry.region_bytes {
+    // The fixed part and the heap bytes the writers made real must all be in the file.
+    let needed_bytes = geometry.fixed_bytes
+        + header[word!(DataHeader, heap_committed)]
+            .min(geometry.region_bytes - geometry.fixed_bytes);
+    if data_len < needed_bytes {
         return report.corrupt(
             &data_name,
-            format!(
-                "is truncated: {data_len} bytes, its header's layout needs {}",
-                geometry.region_bytes
-            ),
+            format!("is truncated: {data_len} bytes, its header's layout needs {needed_bytes}"),
         );
     }
     if geometry.region_bytes > FULL_CHECK_BYTES_MAX {
@@ -412,6 +413,7 @@ fn header_geometry(header: &[u64], lock_nonce: u64) -> std::result::Result<Geome
         limit(word!(DataHeader, capacity), "max_size")?,
         limit(word!(DataHeader, key_bytes_max), "max_key_size")?,
         limit(word!(DataHeader, value_bytes_max), "max_value_size")?,
+        Some(at(word!(DataHeader, budget_bytes))),
     )
     .map_err(|e| Verdict::Corrupt(format!("header parameters are impossible: {}", e.message)))?;
     check_header(header, &geometry, Some(lock_nonce)).map_err(|mismatch| {
@@ -479,7 +481,9 @@ fn check_copy(
         let Some(before) = read_state() else {
             continue;
         };
-        let data = match read_prefix(data_file, geometry.region_bytes) {
+        // The heap past what the file holds was never made real: it reads as zeros.
+        let file_len = data_file.current_len().unwrap_or(0);
+        let data = match read_prefix(data_file, file_len.min(geometry.region_bytes)) {
             Ok(bytes) => bytes,
             Err(problem) => return report.corrupt(data_name, problem),
         };
@@ -499,6 +503,15 @@ fn check_copy(
     read_lock_figures(dir, &lock, &mut report);
     if lock.len() < LOCK_FILE_WORDS * WORD_BYTES {
         return report.corrupt(data_name, "its lock file shrank while it was read");
+    }
+    // The heap past the file's end was never made real: zeros (region_bytes <= 1 GiB here).
+    let mut data = data;
+    if (data.len() as u64) < geometry.region_bytes
+        && data
+            .try_reserve_exact(geometry.region_bytes as usize - data.len())
+            .is_ok()
+    {
+        data.resize(geometry.region_bytes as usize, 0);
     }
     let Some(store) = ShmStore::over_copies(geometry, to_atomics(&data), to_atomics(&lock)) else {
         return report.corrupt(data_name, "shrank while it was read");

@@ -29,6 +29,7 @@
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::AtomicU64;
 
+use super::heap::{class_bytes, class_of, entry_bytes, CLASS_COUNT, GRANULE_BYTES};
 use crate::error::{Error, Result};
 
 pub const WORD_BYTES: usize = 8;
@@ -40,8 +41,9 @@ pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPCLCK");
 /// Reads back as this value only on a machine of the writer's endianness.
 pub const ENDIAN_MARK: u64 = 0x0102_0304_0506_0708;
 /// Version of this layout. Bump on any change of the structures below or of their meaning.
-/// 3: the lock file holds single-flight marks.
-pub const FORMAT_VERSION: u64 = 3;
+/// 3: the lock file holds single-flight marks. 4: entries live in the extent heap
+/// (`heap.rs`), slots hold only metadata, the file grows with `fallocate`.
+pub const FORMAT_VERSION: u64 = 4;
 /// Counter stripes (one per CPU modulo this): hits from different CPUs touch different lines.
 pub const STRIPE_COUNT: u64 = 32;
 /// Largest capacity: the table needs `2 * capacity` buckets addressable by 32-bit hashes.
@@ -76,7 +78,12 @@ pub struct DataHeader {
     pub creation_nonce: AtomicU64,
     /// The `nonce` of the lock file this data file is paired with (INV-S2).
     pub lock_nonce: AtomicU64,
-    pub _reserved0: [AtomicU64; 15],
+    /// Byte offset of the free-list heads (`heap.rs`) and of the heap.
+    pub heads_offset: AtomicU64,
+    pub heap_offset: AtomicU64,
+    /// The byte budget (`max_bytes`): the file never grows past it.
+    pub budget_bytes: AtomicU64,
+    pub _reserved0: [AtomicU64; 12],
     // --- writer block: changed only under the writer lock, inside an odd sequence ---
     pub sieve_head: AtomicU64,
     pub sieve_tail: AtomicU64,
@@ -89,7 +96,13 @@ pub struct DataHeader {
     pub high_water: AtomicU64,
     /// Number of times the table was reset after a crash or corruption (diagnostics).
     pub resets: AtomicU64,
-    pub _reserved1: [AtomicU64; 9],
+    /// Heap bytes below the bump pointer, on the free lists, and made real in the file
+    /// (`heap.rs`); compactions run (diagnostics).
+    pub heap_bump: AtomicU64,
+    pub heap_free: AtomicU64,
+    pub heap_committed: AtomicU64,
+    pub heap_compactions: AtomicU64,
+    pub _reserved1: [AtomicU64; 5],
     // --- state line: loaded by every read, written only by resets, takeovers, retirement ---
     /// Table epoch: changed (under the writer lock) by every reset, clear and lock takeover,
     /// so entries written before it never validate again (INV-S8).
@@ -108,7 +121,9 @@ pub struct CounterStripe {
     pub oversize_skips: AtomicU64,
     /// Hits whose value bytes then failed to decode (recomputed): reported as misses.
     pub decode_failures: AtomicU64,
-    pub _pad: [AtomicU64; 12],
+    /// Inserts skipped because the file could not grow (the filesystem is full).
+    pub space_skips: AtomicU64,
+    pub _pad: [AtomicU64; 11],
 }
 
 /// Per-slot metadata; key and value words follow it.
@@ -129,6 +144,8 @@ pub struct SlotMeta {
     /// [`crate::hash::entry_check`] of the entry under the epoch its writer locked in
     /// (INV-S8); 0 in a never-written slot.
     pub check: AtomicU64,
+    /// The heap extent holding the key and value words (`heap::Extent`), 0 = none.
+    pub extent: AtomicU64,
 }
 
 /// Lock file.
@@ -170,7 +187,7 @@ const _: () = assert!(size_of::<DataHeader>() == 512);
 const _: () = assert!(offset_of!(DataHeader, epoch) == 384);
 const _: () = assert!(offset_of!(DataHeader, sieve_head) == 256);
 const _: () = assert!(size_of::<CounterStripe>() == SECTION_ALIGN as usize);
-const _: () = assert!(size_of::<SlotMeta>() == 56);
+const _: () = assert!(size_of::<SlotMeta>() == 64);
 const _: () = assert!(size_of::<LockFile>() == 1152);
 const _: () = assert!(offset_of!(LockFile, flights) == 640);
 const _: () = assert!(offset_of!(LockFile, mappers) == 384);
@@ -202,14 +219,21 @@ pub struct Geometry {
     pub value_bytes_max: u32,
     pub key_words: usize,
     pub value_words: usize,
-    /// Words per slot: meta + key + value.
+    /// Words per slot: the metadata only (key and value words live in the heap).
     pub slot_words: usize,
     pub bucket_count: usize,
     pub stripe_count: usize,
     /// Word indexes of the sections.
     pub stripes_word: usize,
+    pub heads_word: usize,
     pub table_word: usize,
     pub arena_word: usize,
+    pub heap_word: usize,
+    /// Words of heap the budget allows.
+    pub heap_words: usize,
+    /// Bytes before the heap: made real when the file is created.
+    pub fixed_bytes: u64,
+    /// The budget (`max_bytes`): bytes mapped, and the most the file ever grows to.
     pub region_bytes: u64,
 }
 
@@ -217,10 +241,22 @@ fn align_up(value: u64, align: u64) -> Option<u64> {
     value.checked_add(align - 1).map(|v| v / align * align)
 }
 
+/// Heap bytes the default budget gives each entry beyond its largest class: 1/8, so that a
+/// count-bound cache of largest entries always finds the free space compaction needs
+/// (`heap.rs`), and SIEVE evicts by count only (the oracle gates).
+const DEFAULT_BUDGET_SLACK_EIGHTHS: u64 = 9;
+
 impl Geometry {
     /// Computes the layout with checked u64 arithmetic; parameters the layout cannot address
-    /// give [`crate::ErrorKind::InvalidArgument`] naming what to change.
-    pub fn new(capacity: u32, key_bytes_max: u32, value_bytes_max: u32) -> Result<Geometry> {
+    /// give [`crate::ErrorKind::InvalidArgument`] naming what to change. `max_bytes` `None`
+    /// is the default budget: every entry at both limits, plus 1/8 (clamped to
+    /// [`MAX_REGION_BYTES`]).
+    pub fn new(
+        capacity: u32,
+        key_bytes_max: u32,
+        value_bytes_max: u32,
+        max_bytes: Option<u64>,
+    ) -> Result<Geometry> {
         if capacity == 0 || capacity > MAX_CAPACITY {
             return Err(Error::invalid_argument(format!(
                 "max_size must be between 1 and {MAX_CAPACITY} for the shared backend, got {capacity}"
@@ -238,35 +274,55 @@ impl Geometry {
         }
         let too_big = || {
             Error::invalid_argument(format!(
-                "shared cache of max_size={capacity}, max_key_size={key_bytes_max}, \
-                 max_value_size={value_bytes_max} needs more than {MAX_REGION_BYTES} bytes: \
-                 lower max_size or the size limits"
+                "shared cache of max_size={capacity} needs more than {MAX_REGION_BYTES} bytes \
+                 for its table: lower max_size"
             ))
         };
         let word = WORD_BYTES as u64;
         let key_words = u64::from(key_bytes_max).div_ceil(word);
         let value_words = u64::from(value_bytes_max).div_ceil(word);
-        let slot_words = (META_WORDS as u64) + key_words + value_words;
+        let slot_words = META_WORDS as u64;
         let bucket_count = (u64::from(capacity) * 2).next_power_of_two().max(8);
         let stripes_offset = size_of::<DataHeader>() as u64;
-        let table_offset = align_up(
-            stripes_offset + STRIPE_COUNT * size_of::<CounterStripe>() as u64,
-            SECTION_ALIGN,
-        )
-        .ok_or_else(too_big)?;
+        let heads_offset = stripes_offset + STRIPE_COUNT * size_of::<CounterStripe>() as u64;
+        let table_offset = align_up(heads_offset + CLASS_COUNT as u64 * word, SECTION_ALIGN)
+            .ok_or_else(too_big)?;
         let arena_offset = bucket_count
             .checked_mul(word)
             .and_then(|bytes| bytes.checked_add(table_offset))
             .and_then(|end| align_up(end, SECTION_ALIGN))
             .ok_or_else(too_big)?;
-        let region_bytes = slot_words
-            .checked_mul(word)
-            .and_then(|slot_bytes| slot_bytes.checked_mul(u64::from(capacity)))
+        let heap_offset = (slot_words * word)
+            .checked_mul(u64::from(capacity))
             .and_then(|arena| arena.checked_add(arena_offset))
+            .and_then(|end| align_up(end, SECTION_ALIGN))
             .ok_or_else(too_big)?;
-        if region_bytes > MAX_REGION_BYTES {
+        if heap_offset > MAX_REGION_BYTES {
             return Err(too_big());
         }
+        let largest_entry = class_of(entry_bytes(key_bytes_max, value_bytes_max))
+            .map(class_bytes)
+            .ok_or_else(too_big)?;
+        let region_bytes = match max_bytes {
+            Some(budget) => {
+                let least = heap_offset + class_bytes(0);
+                if budget < least || budget > MAX_REGION_BYTES {
+                    return Err(Error::invalid_argument(format!(
+                        "max_bytes must be between {least} (the header and table of \
+                         max_size={capacity}) and {MAX_REGION_BYTES}, got {budget}"
+                    )));
+                }
+                budget / GRANULE_BYTES * GRANULE_BYTES
+            }
+            None => {
+                let per_entry = (largest_entry / 8 * DEFAULT_BUDGET_SLACK_EIGHTHS)
+                    .next_multiple_of(GRANULE_BYTES);
+                per_entry
+                    .checked_mul(u64::from(capacity))
+                    .and_then(|heap| heap.checked_add(heap_offset))
+                    .map_or(MAX_REGION_BYTES, |total| total.min(MAX_REGION_BYTES))
+            }
+        };
         let to_usize = |v: u64| usize::try_from(v).map_err(|_| too_big());
         Ok(Geometry {
             capacity,
@@ -278,8 +334,12 @@ impl Geometry {
             bucket_count: to_usize(bucket_count)?,
             stripe_count: STRIPE_COUNT as usize,
             stripes_word: to_usize(stripes_offset / word)?,
+            heads_word: to_usize(heads_offset / word)?,
             table_word: to_usize(table_offset / word)?,
             arena_word: to_usize(arena_offset / word)?,
+            heap_word: to_usize(heap_offset / word)?,
+            heap_words: to_usize((region_bytes - heap_offset) / word)?,
+            fixed_bytes: heap_offset,
             region_bytes,
         })
     }
@@ -299,7 +359,7 @@ impl Geometry {
         hash_algo_id: u64,
         creation_nonce: u64,
         lock_nonce: u64,
-    ) -> [(usize, u64); 17] {
+    ) -> [(usize, u64); 20] {
         [
             (word!(DataHeader, magic), DATA_MAGIC),
             (word!(DataHeader, endian), ENDIAN_MARK),
@@ -336,6 +396,15 @@ impl Geometry {
             (word!(DataHeader, region_bytes), self.region_bytes),
             (word!(DataHeader, creation_nonce), creation_nonce),
             (word!(DataHeader, lock_nonce), lock_nonce),
+            (
+                word!(DataHeader, heads_offset),
+                (self.heads_word * WORD_BYTES) as u64,
+            ),
+            (
+                word!(DataHeader, heap_offset),
+                (self.heap_word * WORD_BYTES) as u64,
+            ),
+            (word!(DataHeader, budget_bytes), self.region_bytes),
         ]
     }
 }
@@ -359,42 +428,56 @@ mod tests {
         assert_eq!(word!(LockFile, takeovers), 32);
         assert_eq!(word!(LockFile, flights), 80);
         assert_eq!(HEADER_WORDS, 64);
-        assert_eq!(META_WORDS, 7);
+        assert_eq!(META_WORDS, 8);
+        assert_eq!(word!(SlotMeta, extent), 7);
+        assert_eq!(word!(DataHeader, heap_bump), 39);
+        assert_eq!(word!(DataHeader, budget_bytes), 19);
     }
 
     #[test]
     fn default_geometry() {
-        let g = Geometry::new(128, 512, 4096).unwrap();
-        assert_eq!(g.slot_bytes(), 56 + 512 + 4096);
+        let g = Geometry::new(128, 512, 4096, None).unwrap();
+        assert_eq!(g.slot_bytes(), 64);
         assert_eq!(g.bucket_count, 256);
         assert_eq!(g.stripes_word * 8, 512);
-        assert_eq!(g.table_word * 8, 512 + 32 * 128);
-        assert_eq!(g.arena_word * 8, 512 + 32 * 128 + 256 * 8);
-        assert_eq!(
-            g.region_bytes,
-            g.arena_word as u64 * 8 + 128 * g.slot_bytes()
-        );
+        assert_eq!(g.heads_word * 8, 512 + 32 * 128);
+        assert_eq!(g.table_word * 8, 512 + 32 * 128 + 256 * 8);
+        assert_eq!(g.arena_word * 8, 512 + 32 * 128 + 256 * 8 + 256 * 8);
+        assert_eq!(g.fixed_bytes, g.arena_word as u64 * 8 + 128 * 64);
+        assert_eq!(g.heap_word as u64 * 8, g.fixed_bytes);
+        // Default budget: each entry at both limits (4,608 B, a class of its own), + 1/8.
+        assert_eq!(g.region_bytes, g.fixed_bytes + 128 * 4608 / 8 * 9);
+        assert_eq!(g.heap_words as u64 * 8, g.region_bytes - g.fixed_bytes);
         assert_eq!(g.key_words, 64);
         // Odd limits round up to whole words.
-        let g = Geometry::new(1, 9, 1).unwrap();
+        let g = Geometry::new(1, 9, 1, None).unwrap();
         assert_eq!((g.key_words, g.value_words, g.bucket_count), (2, 1, 8));
+        // An explicit budget is kept (rounded down to a granule).
+        let g = Geometry::new(128, 512, 4096, Some(1 << 20)).unwrap();
+        assert_eq!(g.region_bytes, 1 << 20);
+        // A huge default is clamped, not refused.
+        let g = Geometry::new(1 << 20, 512, u32::MAX, None).unwrap();
+        assert_eq!(g.region_bytes, MAX_REGION_BYTES);
     }
 
     #[test]
     fn unaddressable_parameters_are_invalid_arguments() {
         use crate::ErrorKind::InvalidArgument;
-        for (capacity, key, value) in [
-            (0, 512, 4096),
-            (MAX_CAPACITY + 1, 8, 8),
-            (1, 0, 8),
-            (1, 8, 0),
-            (MAX_CAPACITY, u32::MAX, u32::MAX),
-            (1 << 30, 4096, 4096),
+        let fixed_128 = Geometry::new(128, 512, 4096, None).unwrap().fixed_bytes;
+        for (capacity, key, value, budget) in [
+            (0, 512, 4096, None),
+            (MAX_CAPACITY + 1, 8, 8, None),
+            (1, 0, 8, None),
+            (1, 8, 0, None),
+            (128, 512, 4096, Some(fixed_128)),
+            (128, 512, 4096, Some(MAX_REGION_BYTES + 1)),
+            (128, 512, 4096, Some(0)),
         ] {
-            let err = Geometry::new(capacity, key, value).unwrap_err();
+            let err = Geometry::new(capacity, key, value, budget).unwrap_err();
             assert_eq!(err.kind, InvalidArgument, "{capacity} {key} {value}");
             assert!(!err.message.is_empty());
         }
-        assert!(Geometry::new(MAX_CAPACITY, 8, 8).is_ok());
+        assert!(Geometry::new(MAX_CAPACITY, 8, 8, None).is_ok());
+        assert!(Geometry::new(128, 512, 4096, Some(fixed_128 + 16)).is_ok());
     }
 }

@@ -30,6 +30,7 @@
 //!   read from a flagged mapping is never served, and the store moves to fresh files.
 
 pub mod arena;
+pub mod heap;
 pub mod layout;
 pub mod table;
 

@@ -586,6 +586,18 @@ impl ShmFile {
             .map_err(|e| Error::io(format!("cannot write {}", self.path.display()), &e))
     }
 
+    /// Grows the file to `len` bytes, made real (`posix_fallocate`: a full filesystem is an
+    /// [`ErrorKind::NoSpace`] now, never a SIGBUS later); a file already that long is left
+    /// alone. Files only grow: a mapped file is never shrunk (INV-9).
+    pub fn extend_to(&self, len: u64) -> Result<()> {
+        let current = self.current_len()?;
+        if current >= len {
+            return Ok(());
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        reserve_from(&self.file, current, len, dir)
+    }
+
     /// Current length (fstat), to detect a file shrunk under a mapping.
     pub fn current_len(&self) -> Result<u64> {
         self.file
@@ -618,12 +630,20 @@ impl Mapping {
     /// Maps `len_bytes` of `file`. Fails (no mapping) unless the file is at least that long,
     /// so the mapping never covers a page past the end of the file at open time.
     pub fn map(file: ShmFile, len_bytes: u64) -> Result<Mapping> {
+        Self::map_growable(file, len_bytes, len_bytes)
+    }
+
+    /// Maps `len_bytes` of `file`, which must hold at least `least_bytes` now: the rest is
+    /// where the file will grow ([`ShmFile::extend_to`]). Users touch only what the file
+    /// holds (the heap's committed bytes); a touch past its end (a hostile header) is caught
+    /// by the SIGBUS safety net (INV-S6).
+    pub fn map_growable(file: ShmFile, len_bytes: u64, least_bytes: u64) -> Result<Mapping> {
         let file_len = file.current_len()?;
-        if file_len < len_bytes {
+        if file_len < least_bytes {
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 format!(
-                    "{} is {file_len} bytes, shorter than the {len_bytes} its layout needs",
+                    "{} is {file_len} bytes, shorter than the {least_bytes} its layout needs",
                     file.path.display()
                 ),
             ));
@@ -770,7 +790,7 @@ mod bus;
 mod checks;
 mod names;
 
-use checks::{no_space, not_a_regular_file, reserve};
+use checks::{no_space, not_a_regular_file, reserve, reserve_from};
 #[cfg(test)]
 use names::plain_char;
 pub use names::{default_dir, sanitize_name, sanitize_name_within};

@@ -191,6 +191,7 @@ def _make_shared(
     ttl: Optional[float],
     max_key_size: int,
     max_value_size: int,
+    max_bytes: Optional[int],
     typed: bool,
     single_flight: Optional[float],
     is_async: bool,
@@ -222,17 +223,24 @@ def _make_shared(
             _async.async_miss if is_async else None,
             typed,
             single_flight,
+            max_bytes,
         )
-    except (OSError, RuntimeError) as exc:
-        # (Not enough space for the files stays a MemoryError at decoration.)
+    except (OSError, RuntimeError, MemoryError) as exc:
+        # MemoryError: not even the header and table fit in the cache directory's filesystem.
         if _strict():
             raise
         cause = _fallback_cause(exc)
         qualname = getattr(func, "__qualname__", repr(func))
+        fix = (
+            "to share it, free space in the cache directory's filesystem (/dev/shm: Docker's "
+            "--shm-size) or lower max_size"
+            if isinstance(exc, MemoryError)
+            else "to share it, make the cache directory (WARP_CACHE_DIR) a writable directory "
+            "of this user holding only warp_cache files"
+        )
         warnings.warn(
             f"warp_cache: backend='shared' cannot be used for {qualname}: {cause}. It is cached "
-            "in this process only (backend='memory'); to share it, make the cache directory "
-            "(WARP_CACHE_DIR) a writable directory of this user holding only warp_cache files. "
+            f"in this process only (backend='memory'); {fix}. "
             f"Set {STRICT_ENV}=1 to make this an error instead.",
             RuntimeWarning,
             stacklevel=4,
@@ -251,6 +259,7 @@ def _install_introspection(
     ttl: Optional[float],
     max_key_size: int,
     max_value_size: int,
+    max_bytes: Optional[int],
     typed: bool,
     single_flight: Optional[float],
 ) -> None:
@@ -265,8 +274,12 @@ def _install_introspection(
         "backend": backend.name.lower(),
         "max_key_size": max_key_size,
         "max_value_size": max_value_size,
+        "max_bytes": max_bytes,
         "fallback": fallback,
     }
+    if backend == Backend.SHARED and fallback is None:
+        # The effective budget (the default is derived from max_size and the limits).
+        parameters["max_bytes"] = wrapper._shared_files()["max_bytes"]
 
     # Read (and copied) by the native cache_parameters().
     wrapper.__dict__["_warp_parameters"] = parameters
@@ -290,6 +303,7 @@ def _make_wrapper(
     ttl: Optional[float],
     max_key_size: int,
     max_value_size: int,
+    max_bytes: Optional[int],
     typed: bool,
     single_flight: Optional[float],
     is_async: bool,
@@ -302,6 +316,7 @@ def _make_wrapper(
             ttl=ttl,
             max_key_size=max_key_size,
             max_value_size=max_value_size,
+            max_bytes=max_bytes,
             typed=typed,
             single_flight=single_flight,
             is_async=is_async,
@@ -337,6 +352,7 @@ def _decorate(
     ttl: Optional[float],
     max_key_size: int,
     max_value_size: int,
+    max_bytes: Optional[int],
     typed: bool,
     single_flight: Optional[float],
 ) -> Any:
@@ -351,11 +367,20 @@ def _decorate(
         )
     is_async = _is_coroutine_callable(func)
     wrapper = _make_wrapper(
-        func, backend, max_size, ttl, max_key_size, max_value_size, typed, single_flight, is_async
+        func,
+        backend,
+        max_size,
+        ttl,
+        max_key_size,
+        max_value_size,
+        max_bytes,
+        typed,
+        single_flight,
+        is_async,
     )
     _copy_metadata(wrapper, func, is_async)
     _install_introspection(
-        wrapper, backend, max_size, ttl, max_key_size, max_value_size, typed, single_flight
+        wrapper, backend, max_size, ttl, max_key_size, max_value_size, max_bytes, typed, single_flight
     )
     return wrapper
 
@@ -369,6 +394,7 @@ def cache(
     backend: Union[str, int, Backend] = Backend.MEMORY,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    max_bytes: Optional[int] = None,
     typed: bool = False,
     single_flight: Union[bool, float] = True,
 ) -> Any:
@@ -379,7 +405,11 @@ def cache(
     * ``max_size``: maximum number of entries (positive int, default 128);
     * ``ttl``: seconds an entry stays valid (``None``: forever; ``0``: never served);
     * ``backend``: ``"memory"`` (default) or ``"shared"`` (also ``Backend`` or 0/1);
-    * ``max_key_size`` / ``max_value_size``: byte limits of the shared backend;
+    * ``max_key_size`` / ``max_value_size``: byte limits of the shared backend (limits, not
+      reservations: an entry takes the space it needs);
+    * ``max_bytes``: the most bytes of ``/dev/shm`` the shared cache's file may grow to
+      (``None``: room for ``max_size`` entries at both limits, plus 1/8); when it binds, SIEVE
+      evicts further entries until the new one fits. Ignored by the memory backend;
     * ``typed``: ``True`` keeps arguments of different types apart (``f(1)``, ``f(1.0)``,
       ``f(True)`` are three entries), as ``functools.lru_cache(typed=True)``. With ``False``
       (default) they share one entry: on the memory backend by ``==`` as ``lru_cache``; on the
@@ -400,6 +430,9 @@ def cache(
     checked_backend = _resolve_backend(backend)
     checked_key_size = _check_byte_limit("max_key_size", max_key_size)
     checked_value_size = _check_byte_limit("max_value_size", max_value_size)
+    checked_max_bytes = (
+        None if max_bytes is None else _check_positive_int("max_bytes", max_bytes, "a positive int (bytes)")
+    )
     if not isinstance(typed, bool):
         raise TypeError(f"typed must be True or False, got {typed!r}")
     checked_single_flight = _check_single_flight(single_flight)
@@ -412,6 +445,7 @@ def cache(
             checked_ttl,
             checked_key_size,
             checked_value_size,
+            checked_max_bytes,
             typed,
             checked_single_flight,
         )

@@ -98,6 +98,7 @@ def cache(
     backend: _MemoryArg = ...,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    max_bytes: int | None = None,
     typed: bool = False,
     single_flight: bool | float = True,
 ) -> Callable[[Callable[_P, _R]], CachedFunction[_P, _R]]: ...
@@ -111,6 +112,7 @@ def cache(
     backend: _SharedArg,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    max_bytes: int | None = None,
     typed: bool = False,
     single_flight: bool | float = True,
 ) -> Callable[[Callable[_P, _R]], SharedCachedFunction[_P, _R]]: ...
@@ -124,6 +126,7 @@ def cache(
     backend: _BackendArg = ...,
     max_key_size: int = 512,
     max_value_size: int = 4096,
+    max_bytes: int | None = None,
     typed: bool = False,
     single_flight: bool | float = True,
 ) -> Callable[[Callable[_P, _R]], CachedFunction[_P, _R] | SharedCachedFunction[_P, _R]]: ...

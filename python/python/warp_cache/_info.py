@@ -29,7 +29,7 @@ class _Counts(NamedTuple):
 
 
 # The attributes outside the tuple (None where a backend does not report them).
-_EXTRAS = ("oversize_skips", "fallback")
+_EXTRAS = ("oversize_skips", "space_skips", "fallback")
 
 
 @disjoint_base  # a tuple subclass with an instance dict
@@ -42,6 +42,8 @@ class CacheInfo(_Counts):
     - ``oversize_skips``: results not cached because their key or pickled value was over the
       shared backend's limits (counted by every process using the cache); ``None`` on the
       memory backend.
+    - ``space_skips``: results not cached because the shared cache's file could not grow (its
+      filesystem, ``/dev/shm``, was full); ``None`` on the memory backend.
     - ``fallback``: why a function decorated with ``backend="shared"`` is cached in this
       process only; ``None`` normally.
     """
@@ -50,6 +52,7 @@ class CacheInfo(_Counts):
     # pickling and copying carry along with the tuple. The class values are what an instance
     # made without `__new__` (the named tuple's own `_make`) shows.
     oversize_skips: Optional[int] = None
+    space_skips: Optional[int] = None
     fallback: Optional[str] = None
 
     def __new__(
@@ -60,10 +63,12 @@ class CacheInfo(_Counts):
         current_size: int,
         *,
         oversize_skips: Optional[int] = None,
+        space_skips: Optional[int] = None,
         fallback: Optional[str] = None,
     ) -> CacheInfo:
         info = super().__new__(cls, hits, misses, max_size, current_size)
         object.__setattr__(info, "oversize_skips", oversize_skips)
+        object.__setattr__(info, "space_skips", space_skips)
         object.__setattr__(info, "fallback", fallback)
         return info
 

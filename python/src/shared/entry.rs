@@ -170,6 +170,7 @@ pub fn install_vectorcall(py: Python<'_>) -> PyResult<bool> {
         key_bytes_max: 8,
         value_bytes_max: 8,
         ttl_ns: None,
+        max_bytes: None,
     })
     .map_err(to_py)?;
     let probe = Py::new(

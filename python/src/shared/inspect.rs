@@ -171,6 +171,7 @@ pub fn shm_clear(py: Python<'_>, dir: Option<PathBuf>, stem: String) -> PyResult
                 params.capacity,
                 params.key_bytes_max,
                 params.value_bytes_max,
+                params.region_bytes,
             )?;
             store.clear()
         })

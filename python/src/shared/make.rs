@@ -24,6 +24,25 @@ fn u32_param(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u32> {
     }
 }
 
+/// `max_bytes`: `None`, or a positive int (the layout checks its range against the table).
+fn max_bytes_of(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return Err(errors::size_not_an_int(
+            "max_bytes",
+            " (bytes)",
+            value.repr()?,
+        ));
+    }
+    match value.extract::<i128>() {
+        Ok(n) if n < 1 => Err(errors::size_not_positive("max_bytes", " (bytes)", n)),
+        Ok(n) => Ok(Some(u64::try_from(n).unwrap_or(u64::MAX))),
+        Err(_) => Ok(Some(u64::MAX)),
+    }
+}
+
 /// Creates the shared-backend wrapper of `func` under the cache name `name` (from
 /// `warp_cache._shared.cache_name`). Parameters are checked again here; files are opened
 /// (created, or replaced if their parameters differ) now, so space and permission
@@ -33,7 +52,7 @@ fn u32_param(what: &str, value: &Bound<'_, PyAny>) -> PyResult<u32> {
     name = "_make_shared",
     signature = (
         func, name, max_size, ttl, max_key_size, max_value_size, async_helper = None,
-        typed = false, single_flight = None
+        typed = false, single_flight = None, max_bytes = None
     )
 )]
 #[allow(clippy::too_many_arguments)]
@@ -48,6 +67,7 @@ pub fn make_shared(
     async_helper: Option<Py<PyAny>>,
     typed: bool,
     single_flight: Option<f64>,
+    max_bytes: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<SharedCachedFunction>> {
     guard(|| {
         if !func.bind(py).is_callable() {
@@ -60,6 +80,7 @@ pub fn make_shared(
             key_bytes_max: u32_param("max_key_size", max_key_size)?,
             value_bytes_max: u32_param("max_value_size", max_value_size)?,
             ttl_ns: ttl_ns_of(ttl)?,
+            max_bytes: max_bytes_of(max_bytes)?,
         };
         // `ttl=0` stores nothing: nothing for a waiter to wait for.
         let flights = match config.ttl_ns {

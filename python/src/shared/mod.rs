@@ -540,7 +540,7 @@ impl SharedCachedFunction {
 cached_function_pymethods! {
     #[pymethods]
     impl SharedCachedFunction, "shared cached function" {
-        /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=)`, counted by
+        /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=, space_skips=)`, counted by
         /// every process using the cache.
         fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
             guard(|| {
@@ -570,6 +570,8 @@ cached_function_pymethods! {
             }
             dict.set_item("stem", self.store.file_stem())?;
             dict.set_item("region_bytes", self.store.region_bytes())?;
+            dict.set_item("max_bytes", self.store.region_bytes())?;
+            dict.set_item("fixed_bytes", self.store.fixed_bytes())?;
             Ok(dict)
         }
 

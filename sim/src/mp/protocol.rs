@@ -117,10 +117,11 @@ impl InsertCode {
             InsertOutcome::Skipped(SkipReason::LockBusy) => InsertCode::SkippedBusy,
             InsertOutcome::Skipped(SkipReason::Oversize) => InsertCode::SkippedOversize,
             InsertOutcome::Skipped(SkipReason::ZeroTtl) => InsertCode::SkippedZeroTtl,
-            // Both mean the store could not write where it should: nothing was stored.
-            InsertOutcome::Skipped(SkipReason::Corrupt | SkipReason::Unfollowable) => {
-                InsertCode::SkippedCorrupt
-            }
+            // All three mean the store could not write where it should: nothing was stored
+            // (a full filesystem also drops an entry whose update needed a larger extent).
+            InsertOutcome::Skipped(
+                SkipReason::Corrupt | SkipReason::Unfollowable | SkipReason::NoSpace,
+            ) => InsertCode::SkippedCorrupt,
         }
     }
 

@@ -45,6 +45,7 @@ pub fn store_config(dir: PathBuf, name: &str, capacity: u32) -> ShmConfig {
         key_bytes_max: STORE_KEY_BYTES_MAX,
         value_bytes_max: STORE_VALUE_BYTES_MAX,
         ttl_ns: None,
+        max_bytes: None,
     }
 }
 

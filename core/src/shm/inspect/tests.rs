@@ -22,6 +22,7 @@ pub(crate) fn config(dir: &Path, name: &str) -> ShmConfig {
         key_bytes_max: 16,
         value_bytes_max: 16,
         ttl_ns: None,
+        max_bytes: None,
     }
 }
 
@@ -118,7 +119,7 @@ fn a_missing_directory_is_reported_and_not_created() {
 fn damaged_entries_are_named_with_their_file() {
     let path = temp_dir("damaged");
     let store = filled(&path, "d");
-    let geometry = Geometry::new(4, 16, 16).unwrap();
+    let geometry = Geometry::new(4, 16, 16, None).unwrap();
     drop(store);
     // Slot 0's stored hash no longer matches its key.
     let hash_word = geometry.arena_word + word!(SlotMeta, hash);
@@ -271,6 +272,7 @@ fn hostile_files_never_panic_and_agree_with_the_validator() {
                 key_bytes_max: params.key_bytes_max,
                 value_bytes_max: params.value_bytes_max,
                 ttl_ns: None,
+                max_bytes: Some(params.region_bytes),
             };
             let store = ShmStore::from_image(config, &image, &lock_image)
                 .unwrap_or_else(|e| panic!("seed {seed}: healthy but rejected: {e}"));

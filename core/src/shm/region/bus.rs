@@ -5,7 +5,7 @@ use std::sync::Once;
 
 /// Registered ranges at most (two per shared store generation); beyond, mappings work
 /// unprotected.
-const SLOTS: usize = 1024;
+const SLOTS: usize = 16384;
 
 static STARTS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 static ENDS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];

@@ -26,13 +26,25 @@ pub(super) fn no_space(dir: &Path, len: u64, available: Option<u64>) -> Error {
 /// Reserves `len` bytes so later page faults cannot hit a full filesystem.
 #[cfg(target_os = "linux")]
 pub(super) fn reserve(file: &File, len: u64, dir: &Path) -> Result<()> {
-    let Ok(off_len) = libc::off_t::try_from(len) else {
+    reserve_from(file, 0, len, dir)
+}
+
+/// Reserves bytes `from..len` (the file grows to `len` if shorter), as [`reserve`].
+#[cfg(target_os = "linux")]
+pub(super) fn reserve_from(file: &File, from: u64, len: u64, dir: &Path) -> Result<()> {
+    let (Ok(off_from), Ok(off_len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(len.saturating_sub(from)),
+    ) else {
         return Err(Error::invalid_argument(format!(
             "file length {len} does not fit off_t"
         )));
     };
+    if off_len == 0 {
+        return Ok(());
+    }
     // SAFETY: the fd is open for writing; posix_fallocate only allocates blocks for the range.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off_len) };
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off_from, off_len) };
     match rc {
         0 => Ok(()),
         libc::ENOSPC | libc::EFBIG => Err(no_space(dir, len, None)),
@@ -52,6 +64,12 @@ pub(super) fn reserve(file: &File, len: u64, dir: &Path) -> Result<()> {
 pub(super) fn reserve(file: &File, len: u64, dir: &Path) -> Result<()> {
     file.set_len(len)
         .map_err(|e| Error::io(format!("cannot size a file in {}", dir.display()), &e))
+}
+
+/// macOS: as [`reserve`].
+#[cfg(not(target_os = "linux"))]
+pub(super) fn reserve_from(file: &File, _from: u64, len: u64, dir: &Path) -> Result<()> {
+    reserve(file, len, dir)
 }
 
 pub(super) fn not_a_regular_file(path: &Path, meta: &std::fs::Metadata) -> Error {

@@ -22,6 +22,7 @@ impl ShmStore {
         capacity: u32,
         key_bytes_max: u32,
         value_bytes_max: u32,
+        max_bytes: u64,
     ) -> Result<ShmStore> {
         let plain = !stem.is_empty()
             && !stem.starts_with('.')
@@ -33,7 +34,7 @@ impl ShmStore {
                 "{stem:?} is not the file-name stem of a shared cache"
             )));
         }
-        let geometry = Geometry::new(capacity, key_bytes_max, value_bytes_max)?;
+        let geometry = Geometry::new(capacity, key_bytes_max, value_bytes_max, Some(max_bytes))?;
         if std::fs::symlink_metadata(&dir_path).is_err() {
             return Err(Error::invalid_argument(format!(
                 "no cache directory {}",

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::super::header::{check_header, lock_nonce_of, lock_words_valid};
-use super::super::layout::{Geometry, HEADER_WORDS, LOCK_FILE_WORDS, WORD_BYTES};
+use super::super::layout::{word, DataHeader, Geometry, HEADER_WORDS, LOCK_FILE_WORDS, WORD_BYTES};
 use super::{ShmConfig, ShmStore};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -18,6 +18,7 @@ impl ShmStore {
             config.capacity,
             config.key_bytes_max,
             config.value_bytes_max,
+            config.max_bytes,
         )?;
         let to_words = |bytes: &[u8], count: usize| -> Option<Box<[AtomicU64]>> {
             (bytes.len() >= count * WORD_BYTES).then(|| {
@@ -35,7 +36,29 @@ impl ShmStore {
         if !lock_words_valid(&lock) {
             return Err(corrupt("lock header mismatch"));
         }
-        let data = to_words(data, geometry.region_words())
+        // A file holds its fixed part and the heap made real so far; the rest reads as zeros.
+        // (The header is checked first: a mismatched budget never sizes an allocation.)
+        if (data.len() as u64) < geometry.fixed_bytes {
+            return Err(corrupt("data image too short"));
+        }
+        let header: Vec<u64> = data[..HEADER_WORDS * WORD_BYTES]
+            .chunks_exact(WORD_BYTES)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        check_header(&header, &geometry, Some(lock_nonce_of(&lock)))
+            .map_err(|e| corrupt(&e.to_string()))?;
+        // Shorter than what the writers made real: truncated (a mapping would fault there).
+        let committed = header[word!(DataHeader, heap_committed)]
+            .min(geometry.region_bytes - geometry.fixed_bytes);
+        if (data.len() as u64) < geometry.fixed_bytes + committed {
+            return Err(corrupt("data image shorter than its committed heap"));
+        }
+        let mut padded = data
+            .get(..geometry.region_bytes as usize)
+            .unwrap_or(data)
+            .to_vec();
+        padded.resize(geometry.region_words() * WORD_BYTES, 0);
+        let data = to_words(&padded, geometry.region_words())
             .ok_or_else(|| corrupt("data image too short"))?;
         let header: Vec<u64> = data[..HEADER_WORDS]
             .iter()

@@ -100,6 +100,9 @@ pub struct ShmConfig {
     pub value_bytes_max: u32,
     /// This process's time-to-live (`None` = never expires). Not stored in the file.
     pub ttl_ns: Option<u64>,
+    /// Byte budget of the data file (`max_bytes`); `None` = the default of
+    /// [`Geometry::new`].
+    pub max_bytes: Option<u64>,
 }
 
 /// Result of [`ShmStore::insert`].
@@ -125,6 +128,8 @@ pub enum SkipReason {
     ZeroTtl,
     /// The store was found corrupt, reset, and still failed (should not happen).
     Corrupt,
+    /// The file could not grow: the filesystem is full (counted in `space_skips`).
+    NoSpace,
 }
 
 /// Counters and sizes, shared by every process using the cache.
@@ -133,6 +138,8 @@ pub struct ShmInfo {
     pub hits: u64,
     pub misses: u64,
     pub oversize_skips: u64,
+    /// Inserts skipped because the file could not grow (the filesystem was full).
+    pub space_skips: u64,
     pub current_size: u64,
     pub capacity: u32,
     /// Times the table was reset after a crash or corruption (diagnostics).
@@ -150,6 +157,7 @@ impl ShmInfo {
             max_size: u64::from(self.capacity),
             current_size: self.current_size,
             oversize_skips: Some(self.oversize_skips),
+            space_skips: Some(self.space_skips),
         }
     }
 }
@@ -222,6 +230,7 @@ impl ShmStore {
             config.capacity,
             config.key_bytes_max,
             config.value_bytes_max,
+            config.max_bytes,
         )?;
         let dir_path = config.dir.clone().unwrap_or_else(region::default_dir);
         let files = Files::new(dir_path, &config.name);
@@ -231,7 +240,7 @@ impl ShmStore {
             .open_file(&files.data_name)?
             .is_some_and(|file| files::data_file_fits(&file, &geometry, None));
         if !reusable {
-            dir.check_free_space(geometry.region_bytes)?;
+            dir.check_free_space(geometry.fixed_bytes)?;
         }
         let me = liveness::owner_word(&dir)?;
         // Leftovers of processes that died while creating files (at most every few seconds).
@@ -254,6 +263,7 @@ impl ShmStore {
             config.capacity,
             config.key_bytes_max,
             config.value_bytes_max,
+            config.max_bytes,
         )?;
         let lock = heap_words(LOCK_FILE_WORDS)?;
         let nonce = random_nonce();
@@ -359,8 +369,14 @@ impl ShmStore {
         self.geometry.slot_bytes()
     }
 
+    /// The byte budget (`max_bytes`): the most the data file grows to, and what is mapped.
     pub fn region_bytes(&self) -> u64 {
         self.geometry.region_bytes
+    }
+
+    /// Bytes of the data file made real at creation (header, counters, table, slots).
+    pub fn fixed_bytes(&self) -> u64 {
+        self.geometry.fixed_bytes
     }
 
     #[inline(always)]

@@ -13,6 +13,7 @@ fn config(capacity: u32) -> ShmConfig {
         key_bytes_max: 64,
         value_bytes_max: 64,
         ttl_ns: None,
+        max_bytes: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn oversize_and_zero_ttl_are_skipped_and_counted() {
     assert!(!store.get(&big, 0, &mut out).unwrap());
     let zero = ShmStore::over_memory(ShmConfig {
         ttl_ns: Some(0),
+        max_bytes: None,
         ..config(4)
     })
     .unwrap();
@@ -132,8 +134,15 @@ fn a_fenced_writer_is_never_served() {
     // The zombie goes on: a complete entry for "k" in a free slot, linked in the table.
     let hash = key_hash(b"k");
     let slot = view.arena.alloc().unwrap();
-    view.arena
-        .write_entry(slot, hash, b"k", b"zombie", 0, zombie_epoch);
+    view.arena.write_entry(
+        slot,
+        extent_for(&view, b"k", b"zombie"),
+        hash,
+        b"k",
+        b"zombie",
+        0,
+        zombie_epoch,
+    );
     view.table.insert(hash, slot).unwrap();
     assert!(!view.lock.write_end(section), "it cannot publish");
     assert!(view.lock.write_begin(ZOMBIE).is_none(), "nor begin again");
@@ -217,8 +226,15 @@ fn a_reader_recovers_only_from_the_owner_it_judged_dead() {
     let live_epoch = store.reset_structures(&view);
     let slot = view.arena.alloc().unwrap();
     assert_eq!(slot, 0);
-    view.arena
-        .write_entry(slot, key_hash(b"b"), b"b", b"2", 0, live_epoch);
+    view.arena.write_entry(
+        slot,
+        extent_for(&view, b"b", b"2"),
+        key_hash(b"b"),
+        b"b",
+        b"2",
+        0,
+        live_epoch,
+    );
     // Now the reader's recovery from DEAD runs.
     store.recover_interrupted(&view, DEAD);
     assert_eq!(view.lock.owner(), LIVE, "the live writer keeps its lock");
@@ -430,4 +446,17 @@ fn an_insert_right_after_a_truncation_lands_in_fresh_files() {
 fn the_store_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ShmStore>();
+}
+
+/// A heap extent for an entry a test writes by hand (as `insert_locked` allocates it).
+fn extent_for(view: &View<'_>, key: &[u8], value: &[u8]) -> u64 {
+    use crate::shm::heap::{entry_bytes, Alloc};
+    let heap = view.arena.heap();
+    loop {
+        match heap.alloc(entry_bytes(key.len() as u32, value.len() as u32)) {
+            Alloc::Got(extent) => return extent,
+            Alloc::Grow { committed_bytes } => heap.set_committed(committed_bytes),
+            other => panic!("no extent: {other:?}"),
+        }
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::super::arena::{Arena, ShmSlots};
 use super::super::files::Generation;
+use super::super::heap::{Heap, CLASS_COUNT};
 use super::super::layout::{word, DataHeader, Geometry, LockFile, HEADER_WORDS, STRIPE_WORDS};
 use super::super::seqlock::SeqLock;
 use super::super::table::Table;
@@ -34,13 +35,14 @@ impl<'a> View<'a> {
             geometry.arena_word
                 ..geometry.arena_word + geometry.capacity as usize * geometry.slot_words,
         )?;
+        let heap = heap_of(geometry, data, header)?;
         let lock = SeqLock::new(lock_words.get(word!(LockFile, state))?);
         Some(View {
             generation,
             header,
             stripes,
             table: Table::new(buckets, geometry.capacity),
-            arena: Arena::new(header, slots, geometry),
+            arena: Arena::new(header, slots, heap, geometry),
             lock_words,
             lock,
         })
@@ -84,6 +86,19 @@ impl<'a> View<'a> {
     pub(super) fn epoch(&self) -> u64 {
         self.header_word(word!(DataHeader, epoch))
     }
+}
+
+/// The heap section and its free-list heads (`header` may be empty: readers only follow
+/// extent words, they never allocate).
+#[inline(always)]
+fn heap_of<'a>(
+    geometry: &Geometry,
+    data: &'a [AtomicU64],
+    header: &'a [AtomicU64],
+) -> Option<Heap<'a>> {
+    let heads = data.get(geometry.heads_word..geometry.heads_word + CLASS_COUNT)?;
+    let words = data.get(geometry.heap_word..geometry.heap_word + geometry.heap_words)?;
+    Some(Heap::new(header, heads, words))
 }
 
 /// What a lock-free read touches of one generation: the seqlock and the data words, with
@@ -138,7 +153,12 @@ impl<'a> ReadView<'a> {
         let slots = self
             .data
             .get(start..start + self.geometry.capacity as usize * self.geometry.slot_words)?;
-        Some(Arena::new(&[], slots, self.geometry))
+        Some(Arena::new(
+            &[],
+            slots,
+            heap_of(self.geometry, self.data, &[])?,
+            self.geometry,
+        ))
     }
 
     /// Counts one event on the stripe of `hint` (`None`: the calling thread's, as

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::super::failpoint::{self, Point};
-use super::super::files::Files;
+use super::super::files::{Backing, Files};
+use super::super::heap::{self, Alloc};
 use super::super::layout::{word, CounterStripe, DataHeader, LockFile};
 use super::super::liveness::{self, LocalLiveness, OwnerState};
 use super::super::region::{self, CacheDir, FileId};
@@ -18,6 +19,27 @@ use crate::clock::is_fresh;
 use crate::error::Result;
 pub use crate::hash::key_hash;
 use crate::policy::{self, PolicyError, SieveSlots};
+
+/// The heap grows by at least this much (or 1/16 of what it holds) at a time, so a filling
+/// cache calls `fallocate` rarely while a small one stays small.
+const GROW_STEP_MIN_BYTES: u64 = 64 << 10;
+
+/// Heap bytes to make real when `needed` are: a step past what is committed, within budget.
+fn grow_target(committed: u64, needed: u64, budget: u64) -> u64 {
+    let step = GROW_STEP_MIN_BYTES.max(committed / 16);
+    needed
+        .max(committed.saturating_add(step))
+        .next_multiple_of(4096)
+        .min(budget)
+        .max(needed)
+}
+
+/// Why [`ShmStore::alloc_extent`] found no extent.
+enum NoExtent {
+    Skip(SkipReason),
+    /// Only evicting would make room (and the caller does not evict).
+    Full,
+}
 
 /// Liveness checks of an owner whose hold was already waited out, before skipping.
 const STALLED_OWNER_CHECKS: u32 = 4;
@@ -84,6 +106,7 @@ pub(super) enum Corruption {
     Policy(PolicyError),
     Table(TableError),
     Arena(super::super::arena::ArenaError),
+    Heap(&'static str),
 }
 
 impl std::fmt::Display for Corruption {
@@ -92,6 +115,7 @@ impl std::fmt::Display for Corruption {
             Corruption::Policy(e) => write!(f, "{e}"),
             Corruption::Table(e) => write!(f, "{e}"),
             Corruption::Arena(e) => write!(f, "{e}"),
+            Corruption::Heap(what) => f.write_str(what),
         }
     }
 }
@@ -322,28 +346,139 @@ impl ShmStore {
         value: &[u8],
         now_ns: u64,
     ) -> std::result::Result<InsertOutcome, Corruption> {
+        let (key_len, value_len) = (key.len() as u32, value.len() as u32);
         if let Some((_, slot)) = view
             .table
             .find(hash, |slot| view.arena.key_matches(slot, hash, key))
         {
-            view.arena
-                .write_value(slot, key.len() as u32, value, now_ns, epoch);
-            return Ok(InsertOutcome::Updated);
+            if view.arena.fits_in_place(slot, key_len, value_len) {
+                view.arena.write_value(slot, key_len, value, now_ns, epoch);
+                return Ok(InsertOutcome::Updated);
+            }
+            // Another extent, for the same slot (its place in the SIEVE list and its visited
+            // bit stay), found without evicting anything ...
+            view.arena.heap().free(view.arena.extent(slot));
+            view.arena.clear_extent(slot);
+            match self.alloc_extent(view, heap::entry_bytes(key_len, value_len), false)? {
+                Ok((extent, _)) => {
+                    view.arena
+                        .write_entry(slot, extent, hash, key, value, now_ns, epoch);
+                    return Ok(InsertOutcome::Updated);
+                }
+                Err(NoExtent::Skip(skip)) => {
+                    Self::remove_slot(view, slot)?;
+                    return Ok(InsertOutcome::Skipped(skip));
+                }
+                // ... or, when the byte budget binds, the entry is stored anew (at the head,
+                // unvisited), as if it had been removed first.
+                Err(NoExtent::Full) => Self::remove_slot(view, slot)?,
+            }
         }
         let mut slots = view.slots();
-        // Evict only when every slot is used (INV-2).
-        let (slot, evicted) = if slots.len() >= self.geometry.capacity {
-            let victim = policy::evict(&mut slots)?;
-            view.table.remove(view.arena.hash(victim), victim)?;
-            (victim, true)
-        } else {
-            (view.arena.alloc()?, false)
+        let mut evicted = false;
+        // Evict by count first, when every slot is used (INV-2) ...
+        if slots.len() >= self.geometry.capacity {
+            self.evict_one(view)?;
+            evicted = true;
+        }
+        // ... then, while the byte budget binds, by the same SIEVE hand until the entry fits.
+        let extent = match self.alloc_extent(view, heap::entry_bytes(key_len, value_len), true)? {
+            Ok(extent) => extent,
+            Err(NoExtent::Skip(skip)) => return Ok(InsertOutcome::Skipped(skip)),
+            Err(NoExtent::Full) => return Err(Corruption::Heap("evicting found no room")),
         };
+        evicted |= extent.1;
+        let slot = view.arena.alloc()?;
         view.arena
-            .write_entry(slot, hash, key, value, now_ns, epoch);
+            .write_entry(slot, extent.0, hash, key, value, now_ns, epoch);
         policy::insert(&mut slots, slot)?;
         view.table.insert(hash, slot)?;
         Ok(InsertOutcome::Inserted { evicted })
+    }
+
+    /// Makes the data file `len` bytes long and real (under the writer lock). The file is
+    /// opened by name for this only (no descriptor is kept) and must still be the one mapped;
+    /// `false` (skip caching) when it is not, or the filesystem is full.
+    fn grow_data(&self, view: &View<'_>, len: u64) -> bool {
+        let Backing::Mapped(mapping) = &view.generation.data else {
+            return true; // heap memory: all of it exists
+        };
+        let Some(files) = &self.files else {
+            return false;
+        };
+        let grown = (|| -> Result<bool> {
+            let dir = files.open_dir()?;
+            let Some(file) = dir.open_file(&files.data_name)? else {
+                return Ok(false);
+            };
+            if file.id() != mapping.id() {
+                return Ok(false);
+            }
+            file.extend_to(len)?;
+            Ok(true)
+        })();
+        grown.unwrap_or(false)
+    }
+
+    /// Removes the entry under the SIEVE hand (its slot and extent are freed).
+    fn evict_one(&self, view: &View<'_>) -> std::result::Result<(), Corruption> {
+        let victim = policy::evict(&mut view.slots())?;
+        view.table.remove(view.arena.hash(victim), victim)?;
+        view.arena.free(victim);
+        Ok(())
+    }
+
+    /// An extent of `bytes` (and whether entries were evicted for it), growing the file,
+    /// compacting the heap or (if `evict`) evicting as [`Heap::alloc`] says; `Err(Skip)`
+    /// when the file cannot grow (the filesystem is full) or the entry can never fit,
+    /// `Err(Full)` when only evicting would make room and `evict` is false.
+    fn alloc_extent(
+        &self,
+        view: &View<'_>,
+        bytes: u64,
+        evict: bool,
+    ) -> std::result::Result<std::result::Result<(u64, bool), NoExtent>, Corruption> {
+        let heap = view.arena.heap();
+        let mut evicted = false;
+        let mut compacted = false;
+        let mut emptied = false;
+        loop {
+            match heap.alloc(bytes) {
+                Alloc::Got(extent) => return Ok(Ok((extent, evicted))),
+                Alloc::Grow { committed_bytes } => {
+                    let target =
+                        grow_target(heap.committed_bytes(), committed_bytes, heap.budget_bytes());
+                    if !self.grow_data(view, self.geometry.fixed_bytes + target) {
+                        view.count(word!(CounterStripe, space_skips));
+                        return Ok(Err(NoExtent::Skip(SkipReason::NoSpace)));
+                    }
+                    heap.set_committed(target);
+                }
+                Alloc::Compact if !compacted => {
+                    if !view.arena.compact() {
+                        return Err(Corruption::Heap("compaction found overlapping extents"));
+                    }
+                    compacted = true;
+                }
+                Alloc::Compact | Alloc::Full if !evict => return Ok(Err(NoExtent::Full)),
+                Alloc::Compact | Alloc::Full => {
+                    if view.slots().len() == 0 {
+                        if emptied {
+                            return Err(Corruption::Heap("an empty heap has no room"));
+                        }
+                        // Nothing is live: whatever the lists and bump say, all of it is free.
+                        heap.reset();
+                        emptied = true;
+                        continue;
+                    }
+                    self.evict_one(view)?;
+                    evicted = true;
+                    compacted = false;
+                }
+                Alloc::TooBig => return Ok(Err(NoExtent::Skip(SkipReason::Oversize))),
+                Alloc::Corrupt => return Err(Corruption::Heap("a free list leaves the heap")),
+            }
+        }
     }
 
     pub(super) fn remove_slot(view: &View<'_>, slot: u32) -> std::result::Result<(), Corruption> {
@@ -466,6 +601,7 @@ impl ShmStore {
                 .sum(word!(CounterStripe, misses))
                 .wrapping_add(decode_failures.min(hits)),
             oversize_skips: view.sum(word!(CounterStripe, oversize_skips)),
+            space_skips: view.sum(word!(CounterStripe, space_skips)),
             current_size: view
                 .header_word(word!(DataHeader, sieve_len))
                 .min(u64::from(self.geometry.capacity)),
