@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import functools
 import gc
+import json
 import os
 import platform
 import random
@@ -508,12 +509,102 @@ def one_memory_per_entry(n: int) -> dict[str, float]:
     return out
 
 
+SHM_BYTES_PROBE = r"""
+import json, os, random, sys
+sys.path.insert(0, {here!r})
+from warp_cache import cache
+n, payload, value_limit = {n}, {payload}, {value_limit}
+block = random.Random(1).randbytes(max(payload, 0))
+
+@cache(max_size=n, backend="shared", max_value_size=value_limit)
+def probe(i):
+    if payload == 0:
+        return i  # int -> int
+    return i.to_bytes(8, "little") + block[8:]  # distinct, incompressible payloads
+
+for i in range(n):
+    probe(10**9 + i)
+info = probe.cache_info()
+files = probe._shared_files()
+print(json.dumps({{
+    "entries": info.current_size, "fallback": info.fallback,
+    "data": os.stat(files["data"]).st_blocks * 512,
+    "data_size": os.stat(files["data"]).st_size,
+    "lock": os.stat(files["lock"]).st_blocks * 512,
+    "max_bytes": probe.cache_parameters().get("max_bytes"),
+}}))
+"""
+
+#: (label, entries, bytes payload (0: int values), max_value_size, allowed B/entry as a
+#: function of the encoded key + value bytes, the requirement in words).
+#: Encoded sizes as docs/spec.md gives them: the key `(i,)` is a 5-byte tuple header and a
+#: 9-byte int; an int value is 9 bytes, a bytes value 5 + its length. The payloads make the
+#: encoded value exactly max_value_size (4 KiB, 64 KiB).
+SHM_BYTES_CASES = (
+    ("100k int -> int", 100_000, 0, 4096, lambda enc: 256.0, "<= 256 B"),
+    ("10k x 4 KiB values", 10_000, 4096 - 5, 4096, lambda enc: 1.25 * enc + 64, "<= 1.25x + 64 B"),
+    ("10k x 64 KiB values", 10_000, 65536 - 5, 65536, lambda enc: 1.25 * enc + 64, "<= 1.25x + 64 B"),
+)
+
+
+def shm_bytes_rows() -> list[Row]:
+    """The shared backend's cost in /dev/shm: allocated blocks (`st_blocks`) of a cache's data
+    and lock files divided by the entries it holds, each cache filled in a fresh process and a
+    fresh directory on /dev/shm (the backend's default filesystem). One run: the figures are
+    block counts, not timings, and repeat exactly."""
+    rows = []
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    print("\n## shared backend, /dev/shm bytes per entry (allocated blocks of the data + lock files / entries stored)")
+    print(f"  {'workload':<34} {'entries':>8} {'B/entry':>10} {'encoded':>8} {'x enc':>6} {'allowed':>9}  {'data file (alloc/size)':<26} result")
+    for label, n, payload, value_limit, allowance, rule in SHM_BYTES_CASES:
+        key_bytes = 14
+        value_bytes = 9 if payload == 0 else 5 + payload
+        encoded = key_bytes + value_bytes
+        with tempfile.TemporaryDirectory(prefix="warp-bench-bytes-", dir=base) as tmp:
+            code = SHM_BYTES_PROBE.format(here=os.path.join(HERE, ".."), n=n, payload=payload, value_limit=value_limit)
+            env = dict(os.environ, WARP_CACHE_DIR=tmp)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+            print(f"  {label:<34} failed: {reason}")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        if r["fallback"] is not None or not r["entries"]:
+            print(f"  {label:<34} not measured: entries={r['entries']} fallback={r['fallback']!r}")
+            continue
+        per_entry = (r["data"] + r["lock"]) / r["entries"]
+        allowed = allowance(encoded)
+        verdict = "met" if per_entry <= allowed else "MISSED"
+        stored = f"{r['entries']:,}" if r["entries"] == n else f"{r['entries']:,}!"
+        data_file = f"{r['data'] / 2**20:,.1f} / {r['data_size'] / 2**20:,.1f} MiB"
+        print(
+            f"  {label:<34} {stored:>8} {per_entry:10.1f} {encoded:8d} {per_entry / encoded:6.2f} {allowed:9.1f}  {data_file:<26} {verdict}"
+        )
+        if r["entries"] != n:
+            print(f"    note: {r['entries']:,} of {n:,} entries stored (max_bytes={r['max_bytes']!r} binds)")
+        subject = "warp_cache shared"
+        rows.append(
+            Row(
+                f"shared shm B/entry vs allowed, {label}",
+                rule,
+                {subject: per_entry},
+                {subject: [per_entry / allowed]},
+                baseline=subject,
+                subject=subject,
+                goal=1.0,
+                lower_is_better=True,
+            )
+        )
+    print("  (encoded: key + value bytes as the codec writes them; x enc: B/entry / encoded; allowed: the requirement in B/entry)")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--ops", type=int, default=200_000, help="calls per timed loop")
     parser.add_argument("--quick", action="store_true", help="3 repeats, 50k ops (smoke run)")
-    parser.add_argument("--only", default="", help="comma list: memory,bigmiss,threads,async,shared,bytes")
+    parser.add_argument("--only", default="", help="comma list: memory,bigmiss,threads,async,shared,bytes,shmbytes (bytes includes shmbytes)")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.ops = 3, 50_000
@@ -557,6 +648,8 @@ def main() -> None:
                 lower_is_better=True,
             )
         )
+    if want("bytes") or want("shmbytes"):
+        rows += shm_bytes_rows()
     print_summary(rows)
     print(f"\n# load average at end: {load_average()}")
 
