@@ -29,6 +29,8 @@ pub enum Point {
     AfterLock,
     MidWrite,
     BeforeUnlock,
+    /// Inside a heap allocation (`heap.rs`): a free list or the bump pointer half updated.
+    MidAlloc,
     /// Halfway through a heap compaction (`heap.rs`): half the live extents moved.
     MidCompact,
 }
@@ -56,6 +58,7 @@ pub fn parse(spec: &str) -> Result<Vec<(Point, Action)>, String> {
                 "mid_write" => Point::MidWrite,
                 "before_unlock" => Point::BeforeUnlock,
                 "mid_compact" => Point::MidCompact,
+                "mid_alloc" => Point::MidAlloc,
                 other => return Err(format!("unknown failpoint {other:?}")),
             };
             let action = match action {

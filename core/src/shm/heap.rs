@@ -222,6 +222,8 @@ impl<'a> Heap<'a> {
                     return Alloc::Corrupt;
                 }
                 head.store(next, Relaxed);
+                #[cfg(unix)]
+                super::failpoint::hit(super::failpoint::Point::MidAlloc);
                 self.set(
                     word!(DataHeader, heap_free),
                     self.free_bytes().saturating_sub(need),
@@ -236,6 +238,8 @@ impl<'a> Heap<'a> {
                     committed_bytes: end,
                 };
             }
+            #[cfg(unix)]
+            super::failpoint::hit(super::failpoint::Point::MidAlloc);
             self.set(word!(DataHeader, heap_bump), end);
             return Alloc::Got(
                 Extent {

@@ -584,13 +584,18 @@ cached_function_pymethods! {
             })
         }
 
-        /// `{"resets", "last_reset_reason"}`: crash/corruption recoveries (diagnostics).
+        /// `{"resets", "last_reset_reason", "heap_compactions", "heap_bump_bytes",
+        /// "heap_committed_bytes"}`: crash/corruption recoveries and the extent heap
+        /// (diagnostics).
         fn _shared_diagnostics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
             guard(|| {
                 let info = crate::python_call::detached(py, || self.store.info()).map_err(to_py)?;
                 let dict = PyDict::new(py);
                 dict.set_item("resets", info.resets)?;
                 dict.set_item("last_reset_reason", self.store.last_reset_reason())?;
+                dict.set_item("heap_compactions", info.heap_compactions)?;
+                dict.set_item("heap_bump_bytes", info.heap_bump_bytes)?;
+                dict.set_item("heap_committed_bytes", info.heap_committed_bytes)?;
                 Ok(dict)
             })
         }

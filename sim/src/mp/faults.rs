@@ -6,6 +6,7 @@
 //!   (feature `failpoints` of warp-cache-core). The worker dies (SIGKILL) or stops itself
 //!   (SIGSTOP) at that exact point of the write path:
 //!   - `after_lock`: writer lock held, sequence even;
+//!   - `mid_alloc`: inside the write section, a heap free list or bump pointer half updated;
 //!   - `mid_write`: inside the write section (sequence odd), half of the value written;
 //!   - `before_unlock`: section ended, lock still held.
 //! * `kill@async` / `stop@async`: the parent sends SIGKILL / SIGSTOP once the worker has
@@ -22,22 +23,26 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {
     KillAfterLock,
+    KillMidAlloc,
     KillMidWrite,
     KillBeforeUnlock,
     KillAsync,
     StopAfterLock,
+    StopMidAlloc,
     StopMidWrite,
     StopBeforeUnlock,
     StopAsync,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::KillAfterLock,
+        FaultKind::KillMidAlloc,
         FaultKind::KillMidWrite,
         FaultKind::KillBeforeUnlock,
         FaultKind::KillAsync,
         FaultKind::StopAfterLock,
+        FaultKind::StopMidAlloc,
         FaultKind::StopMidWrite,
         FaultKind::StopBeforeUnlock,
         FaultKind::StopAsync,
@@ -47,10 +52,12 @@ impl FaultKind {
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::KillAfterLock => "kill@after_lock",
+            FaultKind::KillMidAlloc => "kill@mid_alloc",
             FaultKind::KillMidWrite => "kill@mid_write",
             FaultKind::KillBeforeUnlock => "kill@before_unlock",
             FaultKind::KillAsync => "kill@async",
             FaultKind::StopAfterLock => "stop@after_lock",
+            FaultKind::StopMidAlloc => "stop@mid_alloc",
             FaultKind::StopMidWrite => "stop@mid_write",
             FaultKind::StopBeforeUnlock => "stop@before_unlock",
             FaultKind::StopAsync => "stop@async",
@@ -62,6 +69,7 @@ impl FaultKind {
         matches!(
             self,
             FaultKind::KillAfterLock
+                | FaultKind::KillMidAlloc
                 | FaultKind::KillMidWrite
                 | FaultKind::KillBeforeUnlock
                 | FaultKind::KillAsync
@@ -73,9 +81,11 @@ impl FaultKind {
     pub fn failpoint(self) -> Option<&'static str> {
         match self {
             FaultKind::KillAfterLock => Some("after_lock:kill"),
+            FaultKind::KillMidAlloc => Some("mid_alloc:kill"),
             FaultKind::KillMidWrite => Some("mid_write:kill"),
             FaultKind::KillBeforeUnlock => Some("before_unlock:kill"),
             FaultKind::StopAfterLock => Some("after_lock:stop"),
+            FaultKind::StopMidAlloc => Some("mid_alloc:stop"),
             FaultKind::StopMidWrite => Some("mid_write:stop"),
             FaultKind::StopBeforeUnlock => Some("before_unlock:stop"),
             FaultKind::KillAsync | FaultKind::StopAsync => None,

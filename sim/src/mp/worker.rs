@@ -171,6 +171,11 @@ pub fn execute(
             index,
         };
         let bytes = value::encode(&id);
+        if hit && failpoint_spec.is_some_and(|spec| spec.starts_with("mid_alloc")) {
+            // A present key's value is updated in place, without allocating: drop it first so
+            // the forced write reaches the allocator (absence is always a valid cache state).
+            let _ = store.remove(&key_bytes);
+        }
         if let Some(spec) = failpoint_spec {
             failpoint::set(Some(spec)).map_err(|e| format!("cannot arm failpoint {spec}: {e}"))?;
         }

@@ -146,6 +146,10 @@ pub struct ShmInfo {
     pub resets: u64,
     /// Times a waiter took the writer lock over from a process found dead (diagnostics).
     pub takeovers: u64,
+    /// The extent heap: compactions run, bytes below the bump pointer, bytes made real.
+    pub heap_compactions: u64,
+    pub heap_bump_bytes: u64,
+    pub heap_committed_bytes: u64,
 }
 
 impl ShmInfo {

@@ -300,8 +300,12 @@ impl ShmStore {
         value: &[u8],
         now_ns: u64,
     ) -> Result<InsertOutcome> {
+        // Over a limit, or larger than the whole heap budget: never storable.
+        let heap_bytes = self.geometry.region_bytes - self.geometry.fixed_bytes;
         if key.len() > self.geometry.key_bytes_max as usize
             || value.len() > self.geometry.value_bytes_max as usize
+            || heap::class_of(heap::entry_bytes(key.len() as u32, value.len() as u32))
+                .is_none_or(|class| heap::class_bytes(class) > heap_bytes)
         {
             self.record_oversize_skip();
             return Ok(InsertOutcome::Skipped(SkipReason::Oversize));
@@ -475,7 +479,10 @@ impl ShmStore {
                     evicted = true;
                     compacted = false;
                 }
-                Alloc::TooBig => return Ok(Err(NoExtent::Skip(SkipReason::Oversize))),
+                Alloc::TooBig => {
+                    view.count(word!(CounterStripe, oversize_skips));
+                    return Ok(Err(NoExtent::Skip(SkipReason::Oversize)));
+                }
                 Alloc::Corrupt => return Err(Corruption::Heap("a free list leaves the heap")),
             }
         }
@@ -611,6 +618,9 @@ impl ShmStore {
                 .lock_words
                 .get(word!(LockFile, takeovers))
                 .map_or(0, |w| w.load(Relaxed)),
+            heap_compactions: view.arena.heap().compactions(),
+            heap_bump_bytes: view.arena.heap().bump_bytes(),
+            heap_committed_bytes: view.arena.heap().committed_bytes(),
         })
     }
 }
