@@ -380,7 +380,15 @@ def _decorate(
     )
     _copy_metadata(wrapper, func, is_async)
     _install_introspection(
-        wrapper, backend, max_size, ttl, max_key_size, max_value_size, max_bytes, typed, single_flight
+        wrapper,
+        backend,
+        max_size,
+        ttl,
+        max_key_size,
+        max_value_size,
+        max_bytes,
+        typed,
+        single_flight,
     )
     return wrapper
 
@@ -431,7 +439,9 @@ def cache(
     checked_key_size = _check_byte_limit("max_key_size", max_key_size)
     checked_value_size = _check_byte_limit("max_value_size", max_value_size)
     checked_max_bytes = (
-        None if max_bytes is None else _check_positive_int("max_bytes", max_bytes, "a positive int (bytes)")
+        None
+        if max_bytes is None
+        else _check_positive_int("max_bytes", max_bytes, "a positive int (bytes)")
     )
     if not isinstance(typed, bool):
         raise TypeError(f"typed must be True or False, got {typed!r}")
