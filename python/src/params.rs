@@ -158,6 +158,7 @@ mod tests {
                         None,
                         false,
                         None,
+                        None,
                     )
                     .map(|_| ())
                     .unwrap_err()

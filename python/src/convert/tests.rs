@@ -367,6 +367,7 @@ fn with_shared(py: Python<'_>, max_key: u32, max_value: u32, body: impl FnOnce(&
         None,
         false,
         None,
+        None,
     )
     .unwrap()
     .into_bound(py)
