@@ -451,3 +451,35 @@ fn resident_bytes_per_entry() {
         );
     }
 }
+
+/// Format 4 files are shorter than their mapping (the heap grows as entries arrive): the
+/// periodic name check must not take that for a truncation and move to fresh files.
+#[test]
+fn a_growing_file_is_not_taken_for_a_truncated_one() {
+    let dir = TestDir::new("growing");
+    let store = ShmStore::open(dir.config("g", 1000)).unwrap();
+    let paths = store.paths().unwrap();
+    let before = std::fs::metadata(&paths.data).unwrap().ino();
+    for k in 0..200 {
+        store.insert(&int_key(k), &int_value(k), 0).unwrap();
+    }
+    assert!(std::fs::metadata(&paths.data).unwrap().len() < store.region_bytes());
+    let mut out = Vec::new();
+    for round in 0..4 {
+        // Past the check interval, then enough reads for the store to look at the names.
+        std::thread::sleep(Duration::from_millis(120));
+        for k in 0..200 {
+            assert!(
+                store.get(&int_key(k), 0, &mut out).unwrap(),
+                "round {round}: key {k} lost"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::metadata(&paths.data).unwrap().ino(),
+        before,
+        "same file"
+    );
+    assert_eq!(store.moves(), 0, "never remapped");
+    assert_eq!(store.info().unwrap().resets, 0);
+}

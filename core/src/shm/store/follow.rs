@@ -4,6 +4,7 @@ use super::{ShmStore, FILE_CHECK_READS};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::super::files::{self, len_if_same, open_generation, Files, FILE_CHECK_EVERY_NS};
+use super::super::layout::{word, DataHeader};
 use super::super::liveness::{self};
 use super::super::raw;
 use super::super::region::FileId;
@@ -68,13 +69,28 @@ impl ShmStore {
         };
         liveness::revalidate(&dir);
         let dir_moved = dir.id().ok() != generation.dir_id;
-        let shrunk = |name: &str, backing: &files::Backing| {
-            len_if_same(&dir, name, backing.file_id())
-                .is_some_and(|len| len < backing.mapped_bytes())
+        let shrunk = |name: &str, backing: &files::Backing, needed: u64| {
+            len_if_same(&dir, name, backing.file_id()).is_some_and(|len| len < needed)
+        };
+        // The data file is mapped up to its budget but holds only the fixed part and the
+        // heap made real so far (format 4): shorter than that is a truncation.
+        let committed = generation
+            .data
+            .words()
+            .get(word!(DataHeader, heap_committed))
+            .map_or(0, |w| w.load(Relaxed))
+            .min(self.geometry.region_bytes - self.geometry.fixed_bytes);
+        let data_needed = match generation.data {
+            files::Backing::Mapped(_) => self.geometry.fixed_bytes + committed,
+            files::Backing::Heap(_) => 0,
         };
         let truncated = faulted
-            || shrunk(&files.data_name, &generation.data)
-            || shrunk(&files.lock_name, &generation.lock);
+            || shrunk(&files.data_name, &generation.data, data_needed)
+            || shrunk(
+                &files.lock_name,
+                &generation.lock,
+                generation.lock.mapped_bytes(),
+            );
         // A name that cannot be checked (e.g. a permission change) counts as unchanged.
         let moved_from =
             |name: &str, ours: Option<FileId>| dir.file_id(name).is_ok_and(|found| found != ours);

@@ -378,6 +378,12 @@ impl ShmStore {
         self.geometry.region_bytes
     }
 
+    /// Pairs of files this store moved to after the first (diagnostics: a replacement, a
+    /// truncation or a retirement each move it once).
+    pub fn moves(&self) -> usize {
+        self.generations.current_index()
+    }
+
     /// Bytes of the data file made real at creation (header, counters, table, slots).
     pub fn fixed_bytes(&self) -> u64 {
         self.geometry.fixed_bytes
