@@ -171,21 +171,29 @@ pub fn execute(
             index,
         };
         let bytes = value::encode(&id);
-        if hit && failpoint_spec.is_some_and(|spec| spec.starts_with("mid_alloc")) {
-            // A present key's value is updated in place, without allocating: drop it first so
-            // the forced write reaches the allocator (absence is always a valid cache state).
-            let _ = store.remove(&key_bytes);
-        }
+        // A present key's value is updated in place, without allocating: a forced write that
+        // must reach the allocator drops the key first (absence is always a valid cache
+        // state), and again if another worker stored it meanwhile (bounded).
+        let must_allocate = failpoint_spec.is_some_and(|spec| spec.starts_with("mid_alloc"));
+        let mut allocation_attempts = 0;
         if let Some(spec) = failpoint_spec {
             failpoint::set(Some(spec)).map_err(|e| format!("cannot arm failpoint {spec}: {e}"))?;
         }
         let outcome = loop {
+            if must_allocate {
+                let _ = store.remove(&key_bytes);
+                allocation_attempts += 1;
+            }
             let outcome = store
                 .insert_hashed(&key_bytes, hash, &bytes, monotonic_now_ns())
                 .map_err(|e| format!("insert of key {key} failed: {e}"));
             let busy = matches!(outcome, Ok(InsertOutcome::Skipped(SkipReason::LockBusy)));
             if busy && retry && started.elapsed() < FORCED_WRITE_PATIENCE {
                 std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            let updated = matches!(outcome, Ok(InsertOutcome::Updated));
+            if must_allocate && updated && allocation_attempts < 100 {
                 continue;
             }
             break outcome;
