@@ -58,11 +58,13 @@ fn cache_dict<'py>(py: Python<'py>, report: &CacheReport) -> PyResult<Bound<'py,
     dict.set_item("max_key_size", params.map(|p| p.key_bytes_max))?;
     dict.set_item("max_value_size", params.map(|p| p.value_bytes_max))?;
     dict.set_item("slot_bytes", params.map(|p| p.slot_bytes))?;
+    dict.set_item("max_bytes", params.map(|p| p.region_bytes))?;
     let info = report.info;
     dict.set_item("entries", info.map(|i| i.current_size))?;
     dict.set_item("hits", info.map(|i| i.hits))?;
     dict.set_item("misses", info.map(|i| i.misses))?;
     dict.set_item("oversize_skips", info.map(|i| i.oversize_skips))?;
+    dict.set_item("space_skips", info.map(|i| i.space_skips))?;
     dict.set_item("resets", info.map(|i| i.resets))?;
     dict.set_item("takeovers", info.map(|i| i.takeovers))?;
     dict.set_item("payload_bytes", report.payload_bytes)?;
