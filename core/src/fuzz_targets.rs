@@ -6,8 +6,8 @@
 //! | target   | input                                   | checks                                     |
 //! |----------|-----------------------------------------|--------------------------------------------|
 //! | `codec`  | arbitrary bytes                         | decode never panics, decoders agree, canonical; structured values round-trip byte-exactly, the key builder's `write_*` equal `encode`, every strict prefix and any trailing byte is rejected |
-//! | `arena`  | operation script (get / insert / remove / clear / clock / oversize) | the shm table + arena + SIEVE over a heap region agree with [`crate::model::SieveModel`] after every step (same hits, values, victims, size, counters) and `validate()` passes |
-//! | `region` | raw bytes of a whole data file          | a hostile file that passes the header check never panics, hangs or serves a value over the limit; a successful insert is read back exactly; after `clear()` the store validates and works |
+//! | `arena`  | operation script (get / insert / remove / clear / clock / oversize), values of every length up to the limit | run twice. Default budget: the shm table + arena + extent heap + SIEVE over a heap region agree with [`crate::model::SieveModel`] after every step (same hits, values, victims, size, counters) and `validate()` passes. Small byte budget (`max_bytes`, from the parameter bytes): evictions by bytes, compaction and entries larger than the heap happen; every hit returns the value last stored for its key and is fresh, the counters are exact, `validate()` passes |
+//! | `region` | raw bytes of a whole data file (its own `max_bytes` budget if small) | a hostile file that passes the header check never panics, hangs or serves a value over the limit; a successful insert is read back exactly; after `clear()` the store validates and works |
 //!
 //! Invariants exercised: INV-1 (one SIEVE), INV-5 (one freshness rule), INV-7 (hostile
 //! mapping), INV-S4 (corruption under the lock resets), INV-S5 (probe runs contiguous).
@@ -169,17 +169,24 @@ fn check_encoding(value: &Value) {
 // shm: arena (operation scripts) and region (hostile files)
 
 #[cfg(unix)]
-pub use shm_targets::{arena, region, region_seed, region_through_files};
+pub use shm_targets::{
+    arena, arena_budget, arena_model, region, region_seed, region_seed_with_budget,
+    region_through_files, BudgetStats,
+};
 
 #[cfg(unix)]
 mod shm_targets {
+    use std::collections::HashMap;
     use std::mem::offset_of;
     use std::path::Path;
 
     use super::Input;
+    use crate::clock::is_fresh;
     use crate::model::SieveModel;
+    use crate::shm::heap::{class_bytes, class_of, entry_bytes, GRANULE_BYTES};
     use crate::shm::layout::{
-        DataHeader, LockFile, ENDIAN_MARK, FORMAT_VERSION, LOCK_FILE_WORDS, LOCK_MAGIC, WORD_BYTES,
+        DataHeader, Geometry, LockFile, ENDIAN_MARK, FORMAT_VERSION, LOCK_FILE_WORDS, LOCK_MAGIC,
+        WORD_BYTES,
     };
     use crate::shm::{hash_algo_id, key_hash, InsertOutcome, ShmConfig, ShmStore, SkipReason};
 
@@ -236,36 +243,105 @@ mod shm_targets {
             .collect()
     }
 
-    /// The `arena` target: an operation script over a heap-backed [`ShmStore`] (the real
-    /// table, arena and SIEVE on the real layout), run in lockstep with [`SieveModel`].
-    ///
-    /// Script: 5 parameter bytes (capacity, key limit, value limit, ttl, hashing), then
-    /// operations of one opcode byte and operand bytes.
+    /// The parameters of an `arena` script (its first bytes).
+    struct ArenaParams {
+        capacity: u32,
+        key_bytes_max: u32,
+        value_bytes_max: u32,
+        ttl_ns: Option<u64>,
+        hashing: Hashing,
+        /// 0..8: the small byte budget of [`arena_budget`] (eighths of the heap that
+        /// `capacity` entries at both limits need; 0 is one granule).
+        budget_eighths: u64,
+    }
+
+    impl ArenaParams {
+        /// Script: 5 parameter bytes (capacity, key limit, value limit, ttl (+ 1 byte for a
+        /// nonzero ttl), hashing), then operations of one opcode byte and operand bytes.
+        fn read(input: &mut Input<'_>) -> ArenaParams {
+            let capacity_byte = input.byte();
+            let capacity = match capacity_byte {
+                b @ 240..=255 => 17 + u32::from(b % 48),
+                b => 1 + u32::from(b % 12),
+            };
+            let key_byte = input.byte();
+            let value_byte = input.byte();
+            let key_bytes_max = 1 + u32::from(key_byte % 12);
+            let value_bytes_max = 1 + u32::from(value_byte % 24);
+            let ttl_ns = match input.byte() % 6 {
+                0..=2 => None,
+                3 => Some(0),
+                4 => Some(1 + u64::from(input.byte() % 8)),
+                _ => Some(1 + u64::from(input.byte()) * 16),
+            };
+            let hashing_byte = input.byte();
+            // Bits the other parameters do not read (so the seeds keep their meaning), mixed
+            // with them so the seeds spread over the budgets.
+            let budget_eighths = u64::from(
+                (capacity_byte / 12) ^ (key_byte / 12) ^ (value_byte / 24) ^ (hashing_byte / 6),
+            ) % 8;
+            ArenaParams {
+                capacity,
+                key_bytes_max,
+                value_bytes_max,
+                ttl_ns,
+                hashing: Hashing::from_byte(hashing_byte),
+                budget_eighths,
+            }
+        }
+
+        fn config(&self, max_bytes: Option<u64>) -> ShmConfig {
+            ShmConfig {
+                dir: None,
+                name: "fuzz-arena".into(),
+                capacity: self.capacity,
+                key_bytes_max: self.key_bytes_max,
+                value_bytes_max: self.value_bytes_max,
+                ttl_ns: self.ttl_ns,
+                max_bytes,
+            }
+        }
+
+        /// A byte budget under which entries are evicted by bytes before the count binds
+        /// (and, at 0 eighths, most entries are larger than the whole heap).
+        fn small_budget(&self) -> u64 {
+            let fixed = Geometry::new(
+                self.capacity,
+                self.key_bytes_max,
+                self.value_bytes_max,
+                None,
+            )
+            .expect("valid parameters")
+            .fixed_bytes;
+            let largest = class_of(entry_bytes(self.key_bytes_max, self.value_bytes_max))
+                .map_or(GRANULE_BYTES, class_bytes);
+            let heap = (largest * u64::from(self.capacity) * self.budget_eighths / 8)
+                .max(GRANULE_BYTES)
+                .next_multiple_of(GRANULE_BYTES);
+            fixed + heap
+        }
+    }
+
+    /// The `arena` target: [`arena_model`], then [`arena_budget`] on the same script.
     pub fn arena(data: &[u8]) {
+        arena_model(data);
+        arena_budget(data);
+    }
+
+    /// An operation script over a heap-backed [`ShmStore`] (the real table, arena, extent
+    /// heap and SIEVE on the real layout) with the default byte budget, under which SIEVE
+    /// evicts by count only, run in lockstep with [`SieveModel`].
+    pub fn arena_model(data: &[u8]) {
         let mut input = Input::new(data);
-        let capacity = match input.byte() {
-            b @ 240..=255 => 17 + u32::from(b % 48),
-            b => 1 + u32::from(b % 12),
-        };
-        let key_bytes_max = 1 + u32::from(input.byte() % 12);
-        let value_bytes_max = 1 + u32::from(input.byte() % 24);
-        let ttl_ns = match input.byte() % 6 {
-            0..=2 => None,
-            3 => Some(0),
-            4 => Some(1 + u64::from(input.byte() % 8)),
-            _ => Some(1 + u64::from(input.byte()) * 16),
-        };
-        let hashing = Hashing::from_byte(input.byte());
-        let store = ShmStore::over_memory(ShmConfig {
-            dir: None,
-            name: "fuzz-arena".into(),
-            capacity,
-            key_bytes_max,
-            value_bytes_max,
-            ttl_ns,
-            max_bytes: None,
-        })
-        .expect("valid parameters");
+        let params = ArenaParams::read(&mut input);
+        let (capacity, key_bytes_max, value_bytes_max, ttl_ns, hashing) = (
+            params.capacity,
+            params.key_bytes_max,
+            params.value_bytes_max,
+            params.ttl_ns,
+            params.hashing,
+        );
+        let store = ShmStore::over_memory(params.config(None)).expect("valid parameters");
         let mut model: SieveModel<Vec<u8>, Vec<u8>> =
             SieveModel::with_ttl(capacity as usize, ttl_ns);
         let mut now_ns = 0u64;
@@ -392,6 +468,217 @@ mod shm_targets {
         check_step(&store, hashing, &model, hits, misses, oversize);
     }
 
+    /// What one [`arena_budget`] run reached (the unit tests check the fuzz body gets there).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct BudgetStats {
+        /// Inserts that evicted while fewer than `capacity` entries were stored (by bytes).
+        pub byte_evictions: u64,
+        /// Compactions of the heap.
+        pub compactions: u64,
+        /// Inserts skipped because the entry is larger than the whole heap budget.
+        pub too_big: u64,
+        /// Updates whose new value did not fit the old extent (a new extent was taken).
+        pub regrown_updates: u64,
+    }
+
+    /// The script of [`arena_model`] over a store with a small byte budget
+    /// ([`ArenaParams::small_budget`]): the budget evicts earlier than the count-based
+    /// model would, so the checks are weaker but real: every hit returns the value last
+    /// stored for its key and is fresh, a miss leaves no bytes, an insert is skipped as
+    /// oversize exactly when the entry is over a limit or larger than the whole heap, a
+    /// successful insert is found right after (when the script asks), the size never exceeds
+    /// the keys stored or the capacity, the counters are exact, the heap stays inside the
+    /// budget, and `validate()` passes after every step.
+    pub fn arena_budget(data: &[u8]) -> BudgetStats {
+        let mut input = Input::new(data);
+        let params = ArenaParams::read(&mut input);
+        let (capacity, key_bytes_max, value_bytes_max, ttl_ns, hashing) = (
+            params.capacity,
+            params.key_bytes_max,
+            params.value_bytes_max,
+            params.ttl_ns,
+            params.hashing,
+        );
+        let max_bytes = params.small_budget();
+        let store =
+            ShmStore::over_memory(params.config(Some(max_bytes))).expect("valid parameters");
+        let heap_budget = store.region_bytes() - store.fixed_bytes();
+        // Key -> (value last stored, when). A key absent here is never served.
+        let mut stored: HashMap<Vec<u8>, (Vec<u8>, u64)> = HashMap::new();
+        let mut stats = BudgetStats::default();
+        let mut now_ns = 0u64;
+        let mut out = Vec::new();
+        let (mut hits, mut misses, mut oversize) = (0u64, 0u64, 0u64);
+        let mut serial = 0u32;
+
+        let mut lookup = |store: &ShmStore,
+                          stored: &HashMap<Vec<u8>, (Vec<u8>, u64)>,
+                          key: &[u8],
+                          now_ns: u64,
+                          hits: &mut u64,
+                          misses: &mut u64|
+         -> bool {
+            let hit = store
+                .get_hashed(key, hashing.hash(key), now_ns, &mut out)
+                .expect("heap get");
+            if hit {
+                let (value, at) = stored
+                    .get(key)
+                    .unwrap_or_else(|| panic!("served {key:?}, never stored (or removed)"));
+                assert_eq!(&out, value, "value of {key:?} is not the one last stored");
+                assert!(is_fresh(*at, now_ns, ttl_ns), "served {key:?} expired");
+                *hits += 1;
+            } else {
+                assert!(out.is_empty(), "a miss left bytes in the output");
+                *misses += 1;
+            }
+            hit
+        };
+
+        while let Some(op) = input.next() {
+            match op % 16 {
+                0..=4 => {
+                    let key = key_of(input.byte());
+                    lookup(&store, &stored, &key, now_ns, &mut hits, &mut misses);
+                }
+                5..=8 => {
+                    let key = key_of(input.byte());
+                    let len = usize::from(input.byte()) % (value_bytes_max as usize + 4);
+                    serial += 1;
+                    let value = value_of(serial, len);
+                    let size_before = store.info().expect("info").current_size;
+                    let outcome = store
+                        .insert_hashed(&key, hashing.hash(&key), &value, now_ns)
+                        .expect("heap insert");
+                    let over_limit = key.len() > key_bytes_max as usize
+                        || value.len() > value_bytes_max as usize;
+                    let too_big = !over_limit
+                        && class_of(entry_bytes(key.len() as u32, value.len() as u32))
+                            .is_none_or(|class| class_bytes(class) > heap_budget);
+                    if over_limit || too_big {
+                        assert_eq!(outcome, InsertOutcome::Skipped(SkipReason::Oversize));
+                        oversize += 1;
+                        stats.too_big += u64::from(too_big);
+                        check_budget_step(&store, hashing, &stored, hits, misses, oversize);
+                        continue;
+                    }
+                    match outcome {
+                        InsertOutcome::Updated => {
+                            assert!(stored.contains_key(&key), "updated a key never stored");
+                            let old_len = stored.get(&key).map_or(0, |(v, _)| v.len());
+                            let class =
+                                |len: usize| class_of(entry_bytes(key.len() as u32, len as u32));
+                            stats.regrown_updates += u64::from(class(len) > class(old_len));
+                        }
+                        InsertOutcome::Inserted { evicted } => {
+                            if evicted && size_before < u64::from(capacity) {
+                                stats.byte_evictions += 1;
+                            }
+                        }
+                        InsertOutcome::Skipped(SkipReason::ZeroTtl) => {
+                            assert_eq!(ttl_ns, Some(0));
+                            check_budget_step(&store, hashing, &stored, hits, misses, oversize);
+                            continue;
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                    stored.insert(key.clone(), (value, now_ns));
+                    if op & 0x80 != 0 {
+                        let hit = lookup(&store, &stored, &key, now_ns, &mut hits, &mut misses);
+                        assert!(
+                            hit || !is_fresh(now_ns, now_ns, ttl_ns),
+                            "{key:?} just stored is not found"
+                        );
+                    }
+                }
+                9 => {
+                    let key = key_of(input.byte());
+                    if matches!(hashing, Hashing::Real) {
+                        let removed = store.remove(&key).expect("heap remove");
+                        let known = stored.remove(&key).is_some();
+                        assert!(known || !removed, "removed {key:?}, never stored");
+                    } else {
+                        lookup(&store, &stored, &key, now_ns, &mut hits, &mut misses);
+                    }
+                }
+                10 | 11 => {
+                    let step = input.byte();
+                    now_ns += if step >= 250 {
+                        ttl_ns.unwrap_or(1000) + u64::from(step & 3)
+                    } else {
+                        u64::from(step % 8)
+                    };
+                }
+                12 => {
+                    store.record_oversize_skip();
+                    oversize += 1;
+                }
+                13 => {
+                    if input.byte() % 8 == 0 {
+                        stats.compactions += store.info().expect("info").heap_compactions;
+                        store.clear().expect("heap clear");
+                        stored.clear();
+                        hits = 0;
+                        misses = 0;
+                        oversize = 0;
+                    }
+                }
+                _ => {
+                    let mut keys: Vec<Vec<u8>> = stored.keys().cloned().collect();
+                    keys.sort();
+                    for key in keys {
+                        lookup(&store, &stored, &key, now_ns, &mut hits, &mut misses);
+                    }
+                }
+            }
+            check_budget_step(&store, hashing, &stored, hits, misses, oversize);
+        }
+        stats.compactions += store.info().expect("info").heap_compactions;
+        stats
+    }
+
+    /// After every step of [`arena_budget`]: exact counters, a size within the keys stored
+    /// and the capacity, a heap within its budget, every structure valid.
+    fn check_budget_step(
+        store: &ShmStore,
+        hashing: Hashing,
+        stored: &HashMap<Vec<u8>, (Vec<u8>, u64)>,
+        hits: u64,
+        misses: u64,
+        oversize: u64,
+    ) {
+        let info = store.info().expect("info");
+        assert!(
+            info.current_size <= (stored.len() as u64).min(u64::from(info.capacity)),
+            "size {} with {} keys stored (capacity {})",
+            info.current_size,
+            stored.len(),
+            info.capacity
+        );
+        assert_eq!(
+            (
+                info.hits,
+                info.misses,
+                info.oversize_skips,
+                info.space_skips
+            ),
+            (hits, misses, oversize, 0),
+            "counters differ"
+        );
+        assert_eq!(info.resets, 0, "a valid store was reset");
+        let heap_budget = store.region_bytes() - store.fixed_bytes();
+        assert!(info.heap_bump_bytes <= heap_budget, "bump past the budget");
+        assert!(
+            info.heap_committed_bytes <= heap_budget,
+            "committed past the budget"
+        );
+        if let Err(e) = store.validate() {
+            let expected = !matches!(hashing, Hashing::Real)
+                && matches!(e, crate::corruption::Corruption::KeyHash { .. });
+            assert!(expected, "validate: {e}");
+        }
+    }
+
     /// After every step: same size and counters as the model, and every structure valid.
     fn check_step(
         store: &ShmStore,
@@ -451,6 +738,16 @@ mod shm_targets {
             2 => Some(0),
             _ => Some(1_000),
         };
+        // The file's own byte budget if it is one these parameters allow and at most the
+        // default (small budgets: evictions by bytes and compaction), else the default.
+        let budget = word(offset_of!(DataHeader, budget_bytes));
+        let max_bytes = Geometry::new(capacity, key_bytes_max, value_bytes_max, None)
+            .ok()
+            .filter(|default| budget < default.region_bytes)
+            .and_then(|_| {
+                Geometry::new(capacity, key_bytes_max, value_bytes_max, Some(budget)).ok()
+            })
+            .map(|_| budget);
         ShmConfig {
             dir: None,
             name: "fuzz-region".into(),
@@ -458,7 +755,7 @@ mod shm_targets {
             key_bytes_max,
             value_bytes_max,
             ttl_ns,
-            max_bytes: None,
+            max_bytes,
         }
     }
 
@@ -540,6 +837,7 @@ mod shm_targets {
         let value_max = config.value_bytes_max as usize;
         let key_max = config.key_bytes_max as usize;
         let stores = config.ttl_ns != Some(0);
+        let heap_budget = store.region_bytes() - store.fixed_bytes();
         let mut out = Vec::new();
         let _ = store.validate();
         for k in 0..6u8 {
@@ -562,8 +860,12 @@ mod shm_targets {
                     assert_eq!(out, value, "a key just stored reads back another value");
                 }
                 Ok(InsertOutcome::Skipped(reason)) => {
+                    // Oversize only for an entry larger than the whole heap (a small budget).
+                    let too_big = class_of(entry_bytes(key.len() as u32, value.len() as u32))
+                        .is_none_or(|class| class_bytes(class) > heap_budget);
                     assert!(
-                        matches!(reason, SkipReason::ZeroTtl | SkipReason::Corrupt),
+                        matches!(reason, SkipReason::ZeroTtl | SkipReason::Corrupt)
+                            || (reason == SkipReason::Oversize && too_big),
                         "unexpected skip {reason:?}"
                     );
                 }
@@ -601,6 +903,19 @@ mod shm_targets {
         value_bytes_max: u32,
         entries: u8,
     ) -> Vec<u8> {
+        region_seed_with_budget(capacity, key_bytes_max, value_bytes_max, entries, None)
+    }
+
+    /// [`region_seed`] with a byte budget (`max_bytes`): values of `1 + i % value limit`
+    /// bytes (keys `[i]`), so that a small budget evicts by bytes and leaves extents of
+    /// several classes on the free lists.
+    pub fn region_seed_with_budget(
+        capacity: u32,
+        key_bytes_max: u32,
+        value_bytes_max: u32,
+        entries: u8,
+        max_bytes: Option<u64>,
+    ) -> Vec<u8> {
         let store = ShmStore::over_memory(ShmConfig {
             dir: None,
             name: "seed".into(),
@@ -608,11 +923,15 @@ mod shm_targets {
             key_bytes_max,
             value_bytes_max,
             ttl_ns: None,
-            max_bytes: None,
+            max_bytes,
         })
         .expect("valid seed parameters");
         for i in 0..entries {
-            let _ = store.insert(&[i], &[i; 3], u64::from(i));
+            let len = match max_bytes {
+                None => 3,
+                Some(_) => 1 + usize::from(i) % value_bytes_max as usize,
+            };
+            let _ = store.insert(&[i], &vec![i; len], u64::from(i));
         }
         let mut out = Vec::new();
         for i in (0..entries).step_by(2) {
@@ -665,6 +984,50 @@ pub(crate) mod tests {
     fn arena_body_on_pseudo_random_scripts() {
         for seed in 0..300 {
             arena(&pseudo_random(seed, 600));
+        }
+    }
+
+    /// The budget-bound pass reaches what a small `max_bytes` is for: evictions by bytes
+    /// (before the count binds), compactions, entries larger than the whole heap, and
+    /// updates that need a larger extent.
+    #[cfg(unix)]
+    #[test]
+    fn arena_budget_body_reaches_byte_evictions_and_compaction() {
+        let mut total = BudgetStats::default();
+        for seed in 0..300 {
+            let stats = arena_budget(&pseudo_random(seed, 600));
+            total.byte_evictions += stats.byte_evictions;
+            total.compactions += stats.compactions;
+            total.too_big += stats.too_big;
+            total.regrown_updates += stats.regrown_updates;
+        }
+        assert!(total.byte_evictions > 0, "no eviction by bytes: {total:?}");
+        assert!(total.compactions > 0, "no compaction: {total:?}");
+        assert!(
+            total.too_big > 0,
+            "no entry larger than the heap: {total:?}"
+        );
+        assert!(
+            total.regrown_updates > 0,
+            "no update to a larger class: {total:?}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn region_body_loads_small_budget_seeds() {
+        let fixed = crate::shm::layout::Geometry::new(8, 16, 24, None)
+            .unwrap()
+            .fixed_bytes;
+        for heap in [16, 96, 256] {
+            let seed = region_seed_with_budget(8, 16, 24, 12, Some(fixed + heap));
+            assert_eq!(seed.len() as u64, fixed + heap, "the image is the budget");
+            for n in 0..50u64 {
+                let mut data = seed.clone();
+                let nonce = std::mem::offset_of!(crate::shm::layout::DataHeader, creation_nonce);
+                data[nonce..nonce + 8].copy_from_slice(&n.to_ne_bytes()); // every ttl
+                assert!(region(&data), "a small-budget file loads");
+            }
         }
     }
 

@@ -295,6 +295,31 @@ fn region_seeds() -> Vec<(String, Vec<u8>)> {
             fuzz_targets::region_seed(capacity, key, value, entries),
         )
     })
+    .chain(
+        // Small byte budgets (heap bytes past the fixed part): values of several lengths,
+        // evicted by bytes, extents of several classes on the free lists.
+        [
+            (8u32, 16u32, 24u32, 12u8, 96u64),
+            (4, 8, 8, 6, 48),
+            (16, 8, 16, 24, 160),
+        ]
+        .into_iter()
+        .map(|(capacity, key, value, entries, heap)| {
+            let fixed = Geometry::new(capacity, key, value, None)
+                .unwrap()
+                .fixed_bytes;
+            (
+                format!("cap{capacity}-key{key}-value{value}-entries{entries}-heap{heap}"),
+                fuzz_targets::region_seed_with_budget(
+                    capacity,
+                    key,
+                    value,
+                    entries,
+                    Some(fixed + heap),
+                ),
+            )
+        }),
+    )
     .collect()
 }
 
