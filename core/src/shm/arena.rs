@@ -345,6 +345,11 @@ impl<'a> Arena<'a> {
     /// the list or the extents are corrupt (nothing moved: the caller resets).
     pub fn compact(&self) -> bool {
         let slots = ShmSlots::new(*self);
+        // The length is a header word (hostile, INV-7): more entries than slots is a corrupt
+        // list, and must not size an allocation.
+        if slots.len() > self.capacity() {
+            return false;
+        }
         let mut live = Vec::with_capacity(slots.len() as usize);
         let mut cursor = slots.head();
         let mut visited = 0usize;
