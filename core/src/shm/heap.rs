@@ -249,7 +249,8 @@ impl<'a> Heap<'a> {
                 .encode(),
             );
         }
-        let unused = self.budget_bytes() - bump + self.free_bytes();
+        // (`heap_free` is read back from the file: a hostile value must not overflow.)
+        let unused = (self.budget_bytes() - bump).saturating_add(self.free_bytes());
         if unused >= need && unused >= self.budget_bytes() / COMPACT_FRACTION {
             Alloc::Compact
         } else {
@@ -341,7 +342,10 @@ impl<'a> Heap<'a> {
         }
         self.set(word!(DataHeader, heap_bump), cursor);
         self.set(word!(DataHeader, heap_free), 0);
-        self.set(word!(DataHeader, heap_compactions), self.compactions() + 1);
+        self.set(
+            word!(DataHeader, heap_compactions),
+            self.compactions().saturating_add(1),
+        );
         Some(moved)
     }
 }
