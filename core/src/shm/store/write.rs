@@ -367,6 +367,7 @@ impl ShmStore {
                 Ok((extent, _)) => {
                     view.arena
                         .write_entry(slot, extent, hash, key, value, now_ns, epoch);
+                    Self::check_first_match(view, key, hash, slot)?;
                     return Ok(InsertOutcome::Updated);
                 }
                 Err(NoExtent::Skip(skip)) => {
@@ -397,7 +398,28 @@ impl ShmStore {
             .write_entry(slot, extent.0, hash, key, value, now_ns, epoch);
         policy::insert(&mut slots, slot)?;
         view.table.insert(hash, slot)?;
+        Self::check_first_match(view, key, hash, slot)?;
         Ok(InsertOutcome::Inserted { evicted })
+    }
+
+    /// After an entry was written into a new extent: `slot` must be the first match of `key`
+    /// in its probe run. A hostile file can give two live slots one extent (a bump pointer or
+    /// free list behind live extents, INV-7); writing then makes an older slot of the same
+    /// hash read as this key ahead of `slot`, and readers would find that one (and miss, or
+    /// serve it). Found under the lock, it is corruption: the table is reset (INV-S4).
+    fn check_first_match(
+        view: &View<'_>,
+        key: &[u8],
+        hash: u64,
+        slot: u32,
+    ) -> std::result::Result<(), Corruption> {
+        match view
+            .table
+            .find(hash, |s| view.arena.key_matches(s, hash, key))
+        {
+            Some((_, found)) if found == slot => Ok(()),
+            _ => Err(Corruption::Heap("two entries share an extent")),
+        }
     }
 
     /// Makes the data file `len` bytes long and real (under the writer lock). The file is
