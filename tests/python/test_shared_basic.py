@@ -251,7 +251,15 @@ def test_hidden_diagnostics():
         return x
 
     f(1)
-    assert f._shared_diagnostics() == {"resets": 0, "last_reset_reason": None}
+    # One entry: key and value words in one 32-byte extent; the heap grew by its first
+    # 64 KiB step.
+    assert f._shared_diagnostics() == {
+        "resets": 0,
+        "last_reset_reason": None,
+        "heap_compactions": 0,
+        "heap_bump_bytes": 32,
+        "heap_committed_bytes": 64 << 10,
+    }
     assert f._shared_name.startswith(f"{__name__}.") and "test_hidden_diagnostics" in f._shared_name
     assert not f._is_async and f._func(4) == 4
     assert functools.partial(f, 2)() == 2
