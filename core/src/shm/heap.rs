@@ -35,8 +35,24 @@ const GRANULE_MASK: u64 = (1 << GRANULE_BITS) - 1;
 /// (moving every live extent) is paid at most once per `heap/16` bytes allocated.
 const COMPACT_FRACTION: u64 = 16;
 
-/// Bytes of size class `class`.
-pub const fn class_bytes(class: usize) -> u64 {
+/// Bytes of size class `class` (the hit path reads it from [`CLASS_TABLE`]).
+#[inline]
+pub fn class_bytes(class: usize) -> u64 {
+    CLASS_TABLE.get(class).copied().unwrap_or(u64::MAX)
+}
+
+/// [`class_bytes_of`] of every class, computed at compile time.
+static CLASS_TABLE: [u64; CLASS_COUNT] = {
+    let mut table = [0u64; CLASS_COUNT];
+    let mut class = 0;
+    while class < CLASS_COUNT {
+        table[class] = class_bytes_of(class);
+        class += 1;
+    }
+    table
+};
+
+const fn class_bytes_of(class: usize) -> u64 {
     if class < SMALL_CLASSES {
         return (class as u64 + 1) * GRANULE_BYTES;
     }
@@ -79,7 +95,7 @@ impl Extent {
     }
 
     /// `None` for 0 (no extent) and for class numbers past the table.
-    #[inline]
+    #[inline(always)]
     pub fn decode(word: u64) -> Option<Extent> {
         let class = usize::try_from(word >> GRANULE_BITS).ok()?.checked_sub(1)?;
         (class < CLASS_COUNT).then_some(Extent {
@@ -96,9 +112,9 @@ impl Extent {
         self.granule * GRANULE_BYTES
     }
 
-    /// One past its last byte (no overflow: granules have 40 bits, classes < 2^40 bytes).
+    /// One past its last byte (classes of a decoded word are in the table: no overflow).
     pub fn end_byte(self) -> u64 {
-        self.start_byte() + self.bytes()
+        self.start_byte().saturating_add(self.bytes())
     }
 
     fn first_word(self) -> usize {
@@ -187,7 +203,7 @@ impl<'a> Heap<'a> {
     }
 
     /// The words of an extent, if it lies inside the mapped heap (hostile word: checked).
-    #[inline]
+    #[inline(always)]
     pub fn extent_words(&self, extent_word: u64) -> Option<&'a [AtomicU64]> {
         let extent = Extent::decode(extent_word)?;
         let start = extent.first_word();
@@ -256,6 +272,14 @@ impl<'a> Heap<'a> {
         } else {
             Alloc::Full
         }
+    }
+
+    /// Whether `word` is an extent that can hold `bytes` of entry exactly as [`Heap::alloc`]
+    /// would size it (its class) and lies inside the used heap: an evicted entry's extent
+    /// then serves the next entry as it is (hostile word: checked like a free-list head).
+    pub fn reusable_for(&self, word: u64, bytes: u64) -> bool {
+        let bump = self.bump_bytes();
+        class_of(bytes).is_some_and(|class| self.used_extent_of(word, class, bump).is_some())
     }
 
     /// `word` as an extent of `class` inside the used heap, or `None`.

@@ -88,8 +88,7 @@ impl<'a> View<'a> {
     }
 }
 
-/// The heap section and its free-list heads (`header` may be empty: readers only follow
-/// extent words, they never allocate).
+/// The heap section and its free-list heads.
 #[inline(always)]
 fn heap_of<'a>(
     geometry: &Geometry,
@@ -153,10 +152,15 @@ impl<'a> ReadView<'a> {
         let slots = self
             .data
             .get(start..start + self.geometry.capacity as usize * self.geometry.slot_words)?;
+        // Readers only follow extent words: no header, no free-list heads.
+        let heap_start = self.geometry.heap_word;
+        let words = self
+            .data
+            .get(heap_start..heap_start + self.geometry.heap_words)?;
         Some(Arena::new(
             &[],
             slots,
-            heap_of(self.geometry, self.data, &[])?,
+            Heap::new(&[], &[], words),
             self.geometry,
         ))
     }

@@ -380,22 +380,46 @@ impl ShmStore {
             }
         }
         let mut slots = view.slots();
-        let mut evicted = false;
-        // Evict by count first, when every slot is used (INV-2) ...
+        let bytes = heap::entry_bytes(key_len, value_len);
+        // Evict by count first, when every slot is used (INV-2). The victim's slot is reused,
+        // and so is its extent when it is of the new entry's class (the common case of
+        // entries of one size: no free-list traffic).
+        let mut reused = None;
         if slots.len() >= self.geometry.capacity {
-            self.evict_one(view)?;
-            evicted = true;
+            let victim = policy::evict(&mut slots)?;
+            view.table.remove(view.arena.hash(victim), victim)?;
+            let extent = view.arena.extent(victim);
+            let same_class = view.arena.heap().reusable_for(extent, bytes);
+            if !same_class {
+                view.arena.heap().free(extent);
+                view.arena.clear_extent(victim);
+            }
+            reused = Some((victim, same_class.then_some(extent)));
         }
-        // ... then, while the byte budget binds, by the same SIEVE hand until the entry fits.
-        let extent = match self.alloc_extent(view, heap::entry_bytes(key_len, value_len), true)? {
-            Ok(extent) => extent,
-            Err(NoExtent::Skip(skip)) => return Ok(InsertOutcome::Skipped(skip)),
-            Err(NoExtent::Full) => return Err(Corruption::Heap("evicting found no room")),
+        let (slot, extent, evicted) = match reused {
+            Some((victim, Some(extent))) => (victim, extent, true),
+            _ => {
+                // ... then, while the byte budget binds, by the same SIEVE hand until the
+                // entry fits.
+                let (extent, evicted_for_bytes) = match self.alloc_extent(view, bytes, true)? {
+                    Ok(found) => found,
+                    Err(NoExtent::Skip(skip)) => {
+                        if let Some((victim, _)) = reused {
+                            view.arena.free(victim);
+                        }
+                        return Ok(InsertOutcome::Skipped(skip));
+                    }
+                    Err(NoExtent::Full) => return Err(Corruption::Heap("evicting found no room")),
+                };
+                let slot = match reused {
+                    Some((victim, _)) => victim,
+                    None => view.arena.alloc()?,
+                };
+                (slot, extent, reused.is_some() || evicted_for_bytes)
+            }
         };
-        evicted |= extent.1;
-        let slot = view.arena.alloc()?;
         view.arena
-            .write_entry(slot, extent.0, hash, key, value, now_ns, epoch);
+            .write_entry(slot, extent, hash, key, value, now_ns, epoch);
         policy::insert(&mut slots, slot)?;
         view.table.insert(hash, slot)?;
         Self::check_first_match(view, key, hash, slot)?;
@@ -407,15 +431,17 @@ impl ShmStore {
     /// free list behind live extents, INV-7); writing then makes an older slot of the same
     /// hash read as this key ahead of `slot`, and readers would find that one (and miss, or
     /// serve it). Found under the lock, it is corruption: the table is reset (INV-S4).
+    #[inline]
     fn check_first_match(
         view: &View<'_>,
         key: &[u8],
         hash: u64,
         slot: u32,
     ) -> std::result::Result<(), Corruption> {
+        // (Our own slot is recognised by number: no key comparison on the common path.)
         match view
             .table
-            .find(hash, |s| view.arena.key_matches(s, hash, key))
+            .find(hash, |s| s == slot || view.arena.key_matches(s, hash, key))
         {
             Some((_, found)) if found == slot => Ok(()),
             _ => Err(Corruption::Heap("two entries share an extent")),
