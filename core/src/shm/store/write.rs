@@ -397,7 +397,11 @@ impl ShmStore {
             reused = Some((victim, same_class.then_some(extent)));
         }
         let (slot, extent, evicted) = match reused {
-            Some((victim, Some(extent))) => (victim, extent, true),
+            Some((victim, Some(extent))) => {
+                // The allocation of this entry: the victim's extent changes hands.
+                failpoint::hit(Point::MidAlloc);
+                (victim, extent, true)
+            }
             _ => {
                 // ... then, while the byte budget binds, by the same SIEVE hand until the
                 // entry fits.
