@@ -125,14 +125,6 @@ impl<'a> Arena<'a> {
         self.words(slot, 0, count.min(self.geometry.key_words))
     }
 
-    fn value_words(&self, slot: u32, key_len: u32, count: usize) -> &'a [AtomicU64] {
-        self.words(
-            slot,
-            (key_len as usize).div_ceil(WORD_BYTES),
-            count.min(self.geometry.value_words),
-        )
-    }
-
     /// The extent word of `slot` (0: none).
     #[inline]
     pub fn extent(&self, slot: u32) -> u64 {
@@ -219,18 +211,45 @@ impl<'a> Arena<'a> {
         out
     }
 
+    /// Stores `bytes` into `words`, the last word zero-padded (as many words as both have).
+    #[inline]
     fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
-        for (word, chunk) in words.iter().zip(bytes.chunks(WORD_BYTES)) {
-            let mut padded = [0u8; WORD_BYTES];
-            padded[..chunk.len()].copy_from_slice(chunk);
-            word.store(u64::from_le_bytes(padded), Relaxed);
+        let mut chunks = bytes.chunks_exact(WORD_BYTES);
+        let mut words = words.iter();
+        // Chunks first: `zip` stops on the first exhausted side without taking from the
+        // second, so the word for the tail is still in `words`.
+        for (chunk, word) in (&mut chunks).zip(&mut words) {
+            let mut whole = [0u8; WORD_BYTES];
+            whole.copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(whole), Relaxed);
         }
+        let tail = chunks.remainder();
+        if let (false, Some(word)) = (tail.is_empty(), words.next()) {
+            let padded = tail
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (i, &b)| word | u64::from(b) << (8 * i));
+            word.store(padded, Relaxed);
+        }
+    }
+
+    /// `slot`'s metadata words, if the slot is in range.
+    #[inline]
+    fn meta_block(&self, slot: u32) -> Option<&'a [AtomicU64; META_WORDS]> {
+        if slot >= self.geometry.capacity {
+            return None;
+        }
+        let start = slot as usize * self.geometry.slot_words;
+        self.slots
+            .get(start..start + self.geometry.slot_words)?
+            .first_chunk::<META_WORDS>()
     }
 
     /// Writes a whole entry (writer, inside a write section) under table epoch `epoch` into
     /// `extent` (from [`Heap::alloc`] for [`entry_bytes`] of these lengths). Lengths are
     /// within the limits (checked by the caller).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn write_entry(
         &self,
         slot: u32,
@@ -241,10 +260,27 @@ impl<'a> Arena<'a> {
         stored_at_ns: u64,
         epoch: u64,
     ) {
-        self.set_meta(slot, word!(SlotMeta, hash), hash);
-        self.set_meta(slot, word!(SlotMeta, extent), extent);
-        Self::store_bytes(self.key_words(slot, key.len().div_ceil(WORD_BYTES)), key);
-        self.write_value(slot, key.len() as u32, value, stored_at_ns, epoch);
+        let Some(meta) = self.meta_block(slot) else {
+            return;
+        };
+        meta[word!(SlotMeta, hash)].store(hash, Relaxed);
+        meta[word!(SlotMeta, extent)].store(extent, Relaxed);
+        let words = self.heap.extent_words(extent).unwrap_or(&[]);
+        let key_words = key
+            .len()
+            .div_ceil(WORD_BYTES)
+            .min(self.geometry.key_words)
+            .min(words.len());
+        let (key_area, value_area) = words.split_at(key_words);
+        Self::store_bytes(key_area, key);
+        self.write_value_into(
+            meta,
+            value_area,
+            key.len() as u32,
+            value,
+            stored_at_ns,
+            epoch,
+        );
     }
 
     /// Replaces the value, its stamp and the entry check (writer, inside a write section);
@@ -257,7 +293,44 @@ impl<'a> Arena<'a> {
         stored_at_ns: u64,
         epoch: u64,
     ) {
-        let words = self.value_words(slot, key_len, value.len().div_ceil(WORD_BYTES));
+        let Some(meta) = self.meta_block(slot) else {
+            return;
+        };
+        let words = self
+            .heap
+            .extent_words(meta[word!(SlotMeta, extent)].load(Relaxed))
+            .unwrap_or(&[]);
+        let key_words = (key_len as usize)
+            .div_ceil(WORD_BYTES)
+            .min(self.geometry.key_words)
+            .min(words.len());
+        self.write_value_into(
+            meta,
+            &words[key_words..],
+            key_len,
+            value,
+            stored_at_ns,
+            epoch,
+        );
+    }
+
+    /// The value half of a write: `value_area` is the slot's extent after the key words.
+    #[inline]
+    fn write_value_into(
+        &self,
+        meta: &[AtomicU64; META_WORDS],
+        value_area: &[AtomicU64],
+        key_len: u32,
+        value: &[u8],
+        stored_at_ns: u64,
+        epoch: u64,
+    ) {
+        let count = value
+            .len()
+            .div_ceil(WORD_BYTES)
+            .min(self.geometry.value_words)
+            .min(value_area.len());
+        let words = &value_area[..count];
         let half = words.len() / 2;
         Self::store_bytes(&words[..half], value);
         // (The failpoints, like the store, exist on unix only.)
@@ -268,11 +341,11 @@ impl<'a> Arena<'a> {
             value.get(half * WORD_BYTES..).unwrap_or(&[]),
         );
         let lens = u64::from(key_len) | (u64::from(value.len() as u32) << 32);
-        self.set_meta(slot, word!(SlotMeta, lens), lens);
-        self.set_meta(slot, word!(SlotMeta, stored_at_ns), stored_at_ns);
-        let hash = self.hash(slot);
+        meta[word!(SlotMeta, lens)].store(lens, Relaxed);
+        meta[word!(SlotMeta, stored_at_ns)].store(stored_at_ns, Relaxed);
+        let hash = meta[word!(SlotMeta, hash)].load(Relaxed);
         let check = crate::hash::entry_check(epoch, hash, lens, stored_at_ns, value);
-        self.set_meta(slot, word!(SlotMeta, check), check);
+        meta[word!(SlotMeta, check)].store(check, Relaxed);
     }
 
     /// The entry check word stored for `slot` (validation).

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -38,10 +38,6 @@ pub const REPLACE_LOCK_WAIT: Duration = Duration::from_secs(2);
 pub const FILE_CHECK_EVERY_NS: u64 = 100_000_000;
 /// Attempts to open a stable pair of files while other processes create or replace them.
 const OPEN_ATTEMPTS: usize = 16;
-/// Generations a store can move through: [`CHUNKS`] x [`CHUNK`]. A store that would need
-/// more stops caching (every call computes) instead of serving files it cannot follow.
-const CHUNK: usize = 64;
-const CHUNKS: usize = 64;
 /// A directory listing is reused for this long by the version cleaner (decorating thousands
 /// of functions lists the directory once, not once each).
 const LISTING_REUSE_NS: u64 = 2_000_000_000;
@@ -140,7 +136,7 @@ impl Backing {
         }
     }
 
-    fn detach(&self) {
+    pub(super) fn detach(&self) {
         if let Backing::Mapped(mapping) = self {
             mapping.detach();
         }
@@ -235,88 +231,6 @@ fn register_mapper(lock: &[AtomicU64], me: u64, dir: &CacheDir) {
     }
     if let Some(overflow) = lock.get(word!(LockFile, mappers_overflow)) {
         overflow.store(1, Relaxed);
-    }
-}
-
-/// The generations of a store: an append-only list (a store may move through up to
-/// `CHUNKS * CHUNK` pairs of files) and the index of the one in use.
-pub struct Generations {
-    chunks: [OnceLock<Box<[OnceLock<Generation>; CHUNK]>>; CHUNKS],
-    current: AtomicUsize,
-    len: AtomicUsize,
-}
-
-impl Generations {
-    pub fn new(first: Generation) -> Generations {
-        let generations = Generations {
-            chunks: std::array::from_fn(|_| OnceLock::new()),
-            current: AtomicUsize::new(0),
-            len: AtomicUsize::new(0),
-        };
-        generations.push(first);
-        generations
-    }
-
-    fn slot(&self, index: usize) -> Option<&OnceLock<Generation>> {
-        let chunk = self
-            .chunks
-            .get(index / CHUNK)?
-            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
-        chunk.get(index % CHUNK)
-    }
-
-    fn get(&self, index: usize) -> Option<&Generation> {
-        self.chunks
-            .get(index / CHUNK)?
-            .get()?
-            .get(index % CHUNK)?
-            .get()
-    }
-
-    /// The generation in use.
-    #[inline(always)]
-    pub fn current(&self) -> &Generation {
-        let index = self.current.load(Acquire);
-        self.get(index)
-            .or_else(|| self.get(0))
-            .expect("generation 0 is set at construction")
-    }
-
-    /// The index of the generation in use.
-    pub fn current_index(&self) -> usize {
-        self.current.load(Acquire)
-    }
-
-    /// Every generation so far.
-    pub fn all(&self) -> impl Iterator<Item = &Generation> {
-        (0..self.len.load(Acquire)).filter_map(|i| self.get(i))
-    }
-
-    /// Appends `generation` and makes it current; the previous one is detached. The caller
-    /// serializes calls. False (the generation dropped) when the list is full.
-    pub fn push(&self, generation: Generation) -> bool {
-        let index = self.len.load(Relaxed);
-        let Some(slot) = self.slot(index) else {
-            return false;
-        };
-        if slot.set(generation).is_err() {
-            return false;
-        }
-        self.len
-            .store(index + 1, std::sync::atomic::Ordering::Release);
-        if index > 0 {
-            let previous = self.current();
-            self.current
-                .store(index, std::sync::atomic::Ordering::Release);
-            previous.data.detach();
-            previous.lock.detach();
-        }
-        true
-    }
-
-    /// Whether another generation can still be added.
-    pub fn has_room(&self) -> bool {
-        self.len.load(Relaxed) < CHUNK * CHUNKS
     }
 }
 

@@ -42,6 +42,9 @@ pub mod flight;
 #[cfg(all(unix, any(test, fuzzing, feature = "testkit")))]
 pub mod fuzz;
 #[cfg(unix)]
+/// The generations (file pairs) of a store and the one in use.
+pub mod generations;
+#[cfg(unix)]
 pub mod header;
 #[cfg(unix)]
 pub mod inspect;

@@ -46,13 +46,32 @@ impl ShmStore {
     /// or none (replaced, removed, the directory itself removed and made again). Moves to a
     /// fresh generation when needed: truncated files are replaced; replaced or removed ones
     /// are followed only to files with our parameters (or recreated), never fought over.
+    #[inline]
     pub(super) fn check_files(&self, force: bool) -> Result<()> {
+        if self.files.is_none() {
+            return Ok(());
+        }
+        let generation = self.generation();
+        let now = crate::clock::coarse_now_ns();
+        let due = force
+            || generation.retired()
+            || generation.faulted()
+            || now.saturating_sub(self.last_file_check_ns.load(Relaxed)) >= FILE_CHECK_EVERY_NS;
+        if !due {
+            return Ok(());
+        }
+        self.check_files_due(force, now)
+    }
+
+    /// [`ShmStore::check_files`] past its cheap test: a check may be due.
+    #[cold]
+    #[inline(never)]
+    fn check_files_due(&self, force: bool, now: u64) -> Result<()> {
         let Some(files) = &self.files else {
             return Ok(());
         };
         let generation = self.generation();
         let index = self.generations.current_index();
-        let now = crate::clock::coarse_now_ns();
         let last = self.last_file_check_ns.load(Relaxed);
         let faulted = generation.faulted();
         // A retired generation we already failed to leave waits for the rate limit.

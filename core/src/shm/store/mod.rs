@@ -38,7 +38,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::files::{self, heap_words, open_generation, Files, Generation, Generations};
+use super::files::{self, heap_words, open_generation, Files, Generation};
+use super::generations::Generations;
 use super::header::{init_data_words, init_lock_words, random_nonce};
 use super::layout::{Geometry, LOCK_FILE_WORDS};
 use super::liveness::{self};
