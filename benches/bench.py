@@ -93,6 +93,8 @@ class Row:
     subject: str = "warp_cache"
     goal: float | None = None
     lower_is_better: bool = False
+    # Rows whose values are ratios already (the contention figures), not calls per second.
+    ratio_only: bool = False
 
 
 def time_loop(fn: Callable, calls: Callable[[Callable], None], n_ops: int) -> float:
@@ -137,6 +139,10 @@ def print_row(row: Row) -> None:
     print(f"\n## {row.name}   (target: {row.target})")
     for label, ops in row.ops_per_s.items():
         ratio = ops / base
+        if row.ratio_only:
+            spread = row.ratios[label]
+            print(f"  {label:<22} x{ratio:5.2f} vs {row.baseline}   (per-round {min(spread):.2f}..{max(spread):.2f})")
+            continue
         spread = row.ratios[label]
         print(
             f"  {label:<22} {ops / 1e6:8.3f} M ops/s   x{ratio:5.2f} vs {row.baseline}"
@@ -408,6 +414,35 @@ def shared_rows(repeats: int, n: int) -> list[Row]:
         }
         rows.append(compare("shared, Zipf over 2000 keys, size 256", "(report)", make_z, zipf_calls, n, repeats, subject="warp_cache shared"))
 
+        # All-miss: every call a new key, every insert evicts (issue 12: >= 0.6x the memory
+        # backend). Each repeat makes a fresh function; its keys continue where the last
+        # repeat stopped, so no repeat meets a key an earlier one stored.
+        next_key = [0]
+
+        def all_miss(fn):
+            start = next_key[0]
+            next_key[0] += n
+            for k in range(start, start + n):
+                fn(k)
+
+        make_m = {
+            "warp_cache memory": lambda: cache(max_size=128)(identity),
+            "warp_cache shared": lambda: cache(max_size=128, backend="shared")(identity),
+        }
+        rows.append(
+            compare(
+                "shared, all-miss at size 128 vs the memory backend",
+                ">= 0.6x",
+                make_m,
+                all_miss,
+                n,
+                repeats,
+                baseline="warp_cache memory",
+                subject="warp_cache shared",
+                goal=0.6,
+            )
+        )
+
         def aggregate(procs: int, window_s: float = 1.0) -> float:
             """Calls per second of `procs` worker processes hammering one shared cache over a
             common window: every worker starts at the same CLOCK_MONOTONIC instant and stops
@@ -451,6 +486,44 @@ def shared_rows(repeats: int, n: int) -> list[Row]:
             )
         )
         os.environ.pop("WARP_CACHE_DIR", None)
+    return rows
+
+
+def contention_rows(repeats: int) -> list[Row]:
+    """benches/contention.py's paired scaling figure (issue 12), quiet and with one busy
+    process: `repeats` paired rounds (at least 3) of 1,000,000 calls per process."""
+    sys.path.insert(0, HERE)
+    import contention
+
+    rows = []
+    for state in ("quiet", "busy"):
+        result = contention.measure(state, max(3, repeats), 1_000_000)
+        contention.report(result)
+        for n in (2, 4):
+            rows.append(
+                Row(
+                    f"shared Zipf scaling at {n} processes / uncached scaling, {state}",
+                    ">= 0.9",
+                    {"uncached": 1.0, "paired": statistics.median(result.paired[n])},
+                    {"uncached": [1.0] * len(result.paired[n]), "paired": result.paired[n]},
+                    baseline="uncached",
+                    subject="paired",
+                    goal=0.9,
+                    ratio_only=True,
+                )
+            )
+            rows.append(
+                Row(
+                    f"shared Zipf, {n} processes aggregate / 1 process, {state}",
+                    ">= 1.0",
+                    {"1 process": 1.0, f"{n} processes": statistics.median(result.shared_gain[n])},
+                    {"1 process": [1.0] * len(result.shared_gain[n]), f"{n} processes": result.shared_gain[n]},
+                    baseline="1 process",
+                    subject=f"{n} processes",
+                    goal=1.0,
+                    ratio_only=True,
+                )
+            )
     return rows
 
 
@@ -604,7 +677,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--ops", type=int, default=200_000, help="calls per timed loop")
     parser.add_argument("--quick", action="store_true", help="3 repeats, 50k ops (smoke run)")
-    parser.add_argument("--only", default="", help="comma list: memory,bigmiss,threads,async,shared,bytes,shmbytes (bytes includes shmbytes)")
+    parser.add_argument("--only", default="", help="comma list: memory,bigmiss,threads,async,shared,contention,bytes,shmbytes (bytes includes shmbytes)")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.ops = 3, 50_000
@@ -629,6 +702,8 @@ def main() -> None:
         rows.append(async_row(args.repeats, args.ops))
     if want("shared"):
         rows += shared_rows(args.repeats, args.ops)
+    if want("contention"):
+        rows += contention_rows(args.repeats)
     for row in rows:
         print_row(row)
     if want("bytes"):

@@ -17,4 +17,8 @@ pub struct CacheStats {
     /// Values not stored because the shared store's file could not grow (its filesystem was
     /// full); `None` for the in-process store.
     pub space_skips: Option<u64>,
+    /// Shared store contention: reads redone or held up by a write in progress, and writes
+    /// that waited for the writer lock; `None` for the in-process store.
+    pub read_retries: Option<u64>,
+    pub lock_waits: Option<u64>,
 }

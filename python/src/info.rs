@@ -17,6 +17,9 @@ pub struct CacheInfo {
     pub oversize_skips: Option<u64>,
     /// Counted by the shared backend only (its file could not grow); `None` for memory.
     pub space_skips: Option<u64>,
+    /// Contention counted by the shared backend only; `None` for memory.
+    pub read_retries: Option<u64>,
+    pub lock_waits: Option<u64>,
 }
 
 impl From<warp_cache_core::CacheStats> for CacheInfo {
@@ -28,6 +31,8 @@ impl From<warp_cache_core::CacheStats> for CacheInfo {
             current_size: stats.current_size,
             oversize_skips: stats.oversize_skips,
             space_skips: stats.space_skips,
+            read_retries: stats.read_retries,
+            lock_waits: stats.lock_waits,
         }
     }
 }
@@ -69,6 +74,8 @@ impl<'py> IntoPyObject<'py> for CacheInfo {
         let extras = PyDict::new(py);
         extras.set_item("oversize_skips", self.oversize_skips)?;
         extras.set_item("space_skips", self.space_skips)?;
+        extras.set_item("read_retries", self.read_retries)?;
+        extras.set_item("lock_waits", self.lock_waits)?;
         cache_info_class(py)?.call(
             (self.hits, self.misses, self.max_size, self.current_size),
             Some(&extras),
@@ -106,6 +113,8 @@ mod tests {
             current_size: 3,
             oversize_skips: None,
             space_skips: None,
+            read_retries: None,
+            lock_waits: None,
         }
     }
 
@@ -113,6 +122,8 @@ mod tests {
         CacheInfo {
             oversize_skips: Some(9),
             space_skips: None,
+            read_retries: None,
+            lock_waits: None,
             ..memory()
         }
     }

@@ -213,6 +213,8 @@ impl<K, V> MemStore<K, V> {
             current_size: self.len() as u64,
             oversize_skips: None,
             space_skips: None,
+            read_retries: None,
+            lock_waits: None,
         }
     }
 

@@ -123,7 +123,13 @@ pub struct CounterStripe {
     pub decode_failures: AtomicU64,
     /// Inserts skipped because the file could not grow (the filesystem is full).
     pub space_skips: AtomicU64,
-    pub _pad: [AtomicU64; 11],
+    /// Lock-free reads redone or held up by a write in progress (a failed validation, or an
+    /// odd sequence at the start: each wait counts once). Zero in files of earlier builds of
+    /// this format (it was padding): a count, never trusted for anything else.
+    pub read_retries: AtomicU64,
+    /// Writer-lock acquisitions that found the lock held by another writer and waited.
+    pub lock_waits: AtomicU64,
+    pub _pad: [AtomicU64; 9],
 }
 
 /// Per-slot metadata; key and value words follow it.

@@ -29,7 +29,7 @@ class _Counts(NamedTuple):
 
 
 # The attributes outside the tuple (None where a backend does not report them).
-_EXTRAS = ("oversize_skips", "space_skips", "fallback")
+_EXTRAS = ("oversize_skips", "space_skips", "read_retries", "lock_waits", "fallback")
 
 
 @disjoint_base  # a tuple subclass with an instance dict
@@ -44,6 +44,9 @@ class CacheInfo(_Counts):
       memory backend.
     - ``space_skips``: results not cached because the shared cache's file could not grow (its
       filesystem, ``/dev/shm``, was full); ``None`` on the memory backend.
+    - ``read_retries`` and ``lock_waits``: contention in the shared cache, from every process
+      using it: lock-free reads that were redone or held up by a write in progress, and writes
+      that found the writer lock held and waited; ``None`` on the memory backend.
     - ``fallback``: why a function decorated with ``backend="shared"`` is cached in this
       process only; ``None`` normally.
     """
@@ -53,6 +56,8 @@ class CacheInfo(_Counts):
     # made without `__new__` (the named tuple's own `_make`) shows.
     oversize_skips: Optional[int] = None
     space_skips: Optional[int] = None
+    read_retries: Optional[int] = None
+    lock_waits: Optional[int] = None
     fallback: Optional[str] = None
 
     def __new__(
@@ -64,11 +69,15 @@ class CacheInfo(_Counts):
         *,
         oversize_skips: Optional[int] = None,
         space_skips: Optional[int] = None,
+        read_retries: Optional[int] = None,
+        lock_waits: Optional[int] = None,
         fallback: Optional[str] = None,
     ) -> CacheInfo:
         info = super().__new__(cls, hits, misses, max_size, current_size)
         object.__setattr__(info, "oversize_skips", oversize_skips)
         object.__setattr__(info, "space_skips", space_skips)
+        object.__setattr__(info, "read_retries", read_retries)
+        object.__setattr__(info, "lock_waits", lock_waits)
         object.__setattr__(info, "fallback", fallback)
         return info
 

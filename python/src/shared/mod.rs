@@ -540,7 +540,8 @@ impl SharedCachedFunction {
 cached_function_pymethods! {
     #[pymethods]
     impl SharedCachedFunction, "shared cached function" {
-        /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=, space_skips=)`, counted by
+        /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=, space_skips=,
+        /// read_retries=, lock_waits=)`, counted by
         /// every process using the cache.
         fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
             guard(|| {

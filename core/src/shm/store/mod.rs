@@ -141,6 +141,10 @@ pub struct ShmInfo {
     pub oversize_skips: u64,
     /// Inserts skipped because the file could not grow (the filesystem was full).
     pub space_skips: u64,
+    /// Contention: lock-free reads redone or held up by a write in progress, and writer-lock
+    /// acquisitions that waited for another writer.
+    pub read_retries: u64,
+    pub lock_waits: u64,
     pub current_size: u64,
     pub capacity: u32,
     /// Times the table was reset after a crash or corruption (diagnostics).
@@ -163,6 +167,8 @@ impl ShmInfo {
             current_size: self.current_size,
             oversize_skips: Some(self.oversize_skips),
             space_skips: Some(self.space_skips),
+            read_retries: Some(self.read_retries),
+            lock_waits: Some(self.lock_waits),
         }
     }
 }

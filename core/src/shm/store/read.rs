@@ -200,6 +200,9 @@ impl ShmStore {
         loop {
             let start = view.lock.read_begin();
             if start & 1 == 1 {
+                if odd.spins == 0 && odd.recoveries == 0 {
+                    view.count(word!(CounterStripe, read_retries), None);
+                }
                 match self.wait_odd(view, start, &mut odd) {
                     OddStep::Retry => continue,
                     OddStep::Miss => return ReadOutcome::Miss,
@@ -246,6 +249,7 @@ impl ShmStore {
                 return outcome;
             }
             retries += 1;
+            view.count(word!(CounterStripe, read_retries), None);
             if retries >= READ_RETRIES {
                 return ReadOutcome::Miss;
             }

@@ -163,6 +163,9 @@ impl ShmStore {
             Some(guard)
         };
         let owner = view.lock.owner();
+        if owner != 0 {
+            view.count(word!(CounterStripe, lock_waits));
+        }
         if owner != 0
             && owner == self.stalled_owner.load(Relaxed)
             && view.lock.sequence() == self.stalled_owner_seq.load(Relaxed)
@@ -661,6 +664,8 @@ impl ShmStore {
                 .wrapping_add(decode_failures.min(hits)),
             oversize_skips: view.sum(word!(CounterStripe, oversize_skips)),
             space_skips: view.sum(word!(CounterStripe, space_skips)),
+            read_retries: view.sum(word!(CounterStripe, read_retries)),
+            lock_waits: view.sum(word!(CounterStripe, lock_waits)),
             current_size: view
                 .header_word(word!(DataHeader, sieve_len))
                 .min(u64::from(self.geometry.capacity)),
