@@ -33,18 +33,18 @@ export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 start_s=$(date +%s)
 
 if [ "$part" != loom ]; then
-  echo "==== shuttle (tests/rust/shuttle_mem.rs, tests/rust/shuttle_seqlock.rs)"
+  echo "==== shuttle (tests/rust/shuttle_mem.rs, shuttle_seqlock.rs, shuttle_slot_seq.rs)"
   t0=$(date +%s)
   CARGO_TARGET_DIR="$base/shuttle" cargo test -p warp-cache-tests --features shuttle --release \
-    --test shuttle_mem --test shuttle_seqlock -- --nocapture --test-threads=1
+    --test shuttle_mem --test shuttle_seqlock --test shuttle_slot_seq -- --nocapture --test-threads=1
   echo "shuttle: $(( $(date +%s) - t0 ))s including the build"
 fi
 
 if [ "$part" != shuttle ]; then
-  echo "==== loom (tests/rust/loom_seqlock.rs)"
+  echo "==== loom (tests/rust/loom_seqlock.rs, tests/rust/loom_slot_seq.rs)"
   t0=$(date +%s)
   CARGO_TARGET_DIR="$base/loom" RUSTFLAGS="--cfg warp_loom" \
-    cargo test -p warp-cache-tests --release --test loom_seqlock
+    cargo test -p warp-cache-tests --release --test loom_seqlock --test loom_slot_seq
   echo "loom: $(( $(date +%s) - t0 ))s including the build"
 fi
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::heap::{entry_bytes, Extent, Heap};
 use super::layout::{word, DataHeader, Geometry, SlotMeta, WORD_BYTES};
+use super::slot_seq::SlotSeq;
 use crate::policy::{SieveSlots, SlotIndex, NO_SLOT};
 
 /// A slot number read from a corrupt word: out of range for every capacity.
@@ -131,9 +132,26 @@ impl<'a> Arena<'a> {
         self.meta(slot, word!(SlotMeta, extent))
     }
 
-    /// Forgets `slot`'s extent (already freed; the entry gets a new one at once).
-    pub fn clear_extent(&self, slot: u32) {
-        self.set_meta(slot, word!(SlotMeta, extent), 0);
+    /// `slot`'s sequence word (INV-S3, `slot_seq.rs`), if the slot is in range.
+    #[inline]
+    pub fn seq(&self, slot: u32) -> Option<SlotSeq<'a, AtomicU64>> {
+        self.slot_word(slot, word!(SlotMeta, seq)).map(SlotSeq::new)
+    }
+
+    /// Takes `slot`'s extent away and frees it (the entry gets a new one at once, or the slot
+    /// is freed). The extent word is cleared inside a slot section, and the extent freed
+    /// (which writes its first word) only after it, so a reader still holding the old extent
+    /// word fails its validation (INV-S3).
+    pub fn release_extent(&self, slot: u32) {
+        let extent = self.extent(slot);
+        if let Some(seq) = self.seq(slot) {
+            let section = seq.write_begin();
+            self.set_meta(slot, word!(SlotMeta, extent), 0);
+            #[cfg(unix)]
+            super::failpoint::hit(super::failpoint::Point::MidRelease);
+            seq.write_end(section);
+        }
+        self.heap.free(extent);
     }
 
     /// Whether `slot`'s extent can take a value of `value_len` bytes in place.
@@ -263,6 +281,8 @@ impl<'a> Arena<'a> {
         let Some(meta) = self.meta_block(slot) else {
             return;
         };
+        let seq = SlotSeq::new(&meta[word!(SlotMeta, seq)]);
+        let section = seq.write_begin();
         meta[word!(SlotMeta, hash)].store(hash, Relaxed);
         meta[word!(SlotMeta, extent)].store(extent, Relaxed);
         let words = self.heap.extent_words(extent).unwrap_or(&[]);
@@ -281,6 +301,7 @@ impl<'a> Arena<'a> {
             stored_at_ns,
             epoch,
         );
+        seq.write_end(section);
     }
 
     /// Replaces the value, its stamp and the entry check (writer, inside a write section);
@@ -304,6 +325,8 @@ impl<'a> Arena<'a> {
             .div_ceil(WORD_BYTES)
             .min(self.geometry.key_words)
             .min(words.len());
+        let seq = SlotSeq::new(&meta[word!(SlotMeta, seq)]);
+        let section = seq.write_begin();
         self.write_value_into(
             meta,
             &words[key_words..],
@@ -312,6 +335,7 @@ impl<'a> Arena<'a> {
             stored_at_ns,
             epoch,
         );
+        seq.write_end(section);
     }
 
     /// The value half of a write: `value_area` is the slot's extent after the key words.
@@ -371,8 +395,9 @@ impl<'a> Arena<'a> {
         self.header_word(word!(DataHeader, free_head))
     }
 
+    /// The next slot on the free list after `slot` (a free slot's links word holds it).
     pub fn free_next(&self, slot: u32) -> u64 {
-        self.meta(slot, word!(SlotMeta, free_next))
+        self.meta(slot, word!(SlotMeta, links))
     }
 
     /// A slot not in use: from the free list, else the next never-used one.
@@ -398,15 +423,32 @@ impl<'a> Arena<'a> {
     /// Puts `slot` on the free list and its extent on the heap's (it was unlinked from the
     /// SIEVE list and the table).
     pub fn free(&self, slot: u32) {
-        self.heap.free(self.extent(slot));
-        self.set_meta(slot, word!(SlotMeta, extent), 0);
-        self.set_meta(slot, word!(SlotMeta, free_next), self.free_head());
-        self.set_meta(slot, word!(SlotMeta, lens), 0);
+        let extent = self.extent(slot);
+        if let Some(seq) = self.seq(slot) {
+            let section = seq.write_begin();
+            self.set_meta(slot, word!(SlotMeta, extent), 0);
+            self.set_meta(slot, word!(SlotMeta, lens), 0);
+            #[cfg(unix)]
+            super::failpoint::hit(super::failpoint::Point::MidRelease);
+            seq.write_end(section);
+        }
+        // After the section (see `release_extent`): freeing writes the extent's first word.
+        self.heap.free(extent);
+        self.set_meta(slot, word!(SlotMeta, links), self.free_head());
         self.set_header_word(word!(DataHeader, free_head), u64::from(slot));
     }
 
-    /// Forgets every slot: empty SIEVE list, empty free list, nothing used.
+    /// Forgets every slot: empty SIEVE list, empty free list, nothing used. Settles the
+    /// sequence of every slot used so far (a writer that died inside a slot section left it
+    /// odd); the caller has moved the table epoch first, so what readers copied across the
+    /// reset fails its entry check (`slot_seq.rs`).
     pub fn reset(&self) {
+        let used = self.high_water().min(u64::from(self.capacity())) as u32;
+        for slot in 0..used {
+            if let Some(seq) = self.seq(slot) {
+                seq.settle();
+            }
+        }
         let mut slots = ShmSlots::new(*self);
         crate::policy::reset(&mut slots);
         self.set_header_word(word!(DataHeader, free_head), u64::from(NO_SLOT));
@@ -441,13 +483,24 @@ impl<'a> Arena<'a> {
         if visited != slots.len() as usize {
             return false;
         }
-        let Some(moved) = self.heap.compact(&live) else {
-            return false;
-        };
-        for (slot, extent) in moved {
-            self.set_meta(slot, word!(SlotMeta, extent), extent);
+        // Every live slot's section spans the move: its words change place (INV-S3).
+        let sections: Vec<_> = live
+            .iter()
+            .filter_map(|&(slot, _)| self.seq(slot))
+            .map(|seq| (seq, seq.write_begin()))
+            .collect();
+        let moved = self.heap.compact(&live);
+        if let Some(moved) = &moved {
+            for &(slot, extent) in moved {
+                self.set_meta(slot, word!(SlotMeta, extent), extent);
+            }
         }
-        true
+        // In reverse: a slot listed twice (a corrupt list, which the caller then resets)
+        // still ends even.
+        for (seq, section) in sections.into_iter().rev() {
+            seq.write_end(section);
+        }
+        moved.is_some()
     }
 }
 

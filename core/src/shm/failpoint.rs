@@ -9,6 +9,9 @@
 //! | `after_lock`  | writer lock held, sequence still even (data consistent)        |
 //! | `mid_write`   | inside a write section (sequence odd), half of a value written |
 //! | `before_unlock` | write section ended (sequence even), lock still held         |
+//! | `mid_alloc`   | inside a heap allocation (a free list or the bump half updated) |
+//! | `mid_compact` | halfway through a heap compaction (half the extents moved)     |
+//! | `mid_release` | inside a slot's section that takes its extent away (slot odd) |
 //!
 //! | action      | effect                                                        |
 //! |-------------|---------------------------------------------------------------|
@@ -33,6 +36,9 @@ pub enum Point {
     MidAlloc,
     /// Halfway through a heap compaction (`heap.rs`): half the live extents moved.
     MidCompact,
+    /// Inside the slot section of `Arena::free`/`Arena::release_extent`: the slot's sequence
+    /// odd, its extent word cleared, the extent not yet freed.
+    MidRelease,
 }
 
 /// What happens when an armed point is reached.
@@ -59,6 +65,7 @@ pub fn parse(spec: &str) -> Result<Vec<(Point, Action)>, String> {
                 "before_unlock" => Point::BeforeUnlock,
                 "mid_compact" => Point::MidCompact,
                 "mid_alloc" => Point::MidAlloc,
+                "mid_release" => Point::MidRelease,
                 other => return Err(format!("unknown failpoint {other:?}")),
             };
             let action = match action {

@@ -42,8 +42,10 @@ pub const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"WARPCLCK");
 pub const ENDIAN_MARK: u64 = 0x0102_0304_0506_0708;
 /// Version of this layout. Bump on any change of the structures below or of their meaning.
 /// 3: the lock file holds single-flight marks. 4: entries live in the extent heap
-/// (`heap.rs`), slots hold only metadata, the file grows with `fallocate`.
-pub const FORMAT_VERSION: u64 = 4;
+/// (`heap.rs`), slots hold only metadata, the file grows with `fallocate`. 5: each slot has
+/// its own sequence word (`slot_seq.rs`) where the free-list link was; a free slot's link
+/// lives in its (then unused) SIEVE links word.
+pub const FORMAT_VERSION: u64 = 5;
 /// Counter stripes (one per CPU modulo this): hits from different CPUs touch different lines.
 pub const STRIPE_COUNT: u64 = 32;
 /// Largest capacity: the table needs `2 * capacity` buckets addressable by 32-bit hashes.
@@ -136,6 +138,7 @@ pub struct CounterStripe {
 #[repr(C)]
 pub struct SlotMeta {
     /// SIEVE links: prev (towards the head) in the low 32 bits, next in the high 32 bits.
+    /// While the slot is free: the next slot on the free list (`NO_SLOT` at its end).
     pub links: AtomicU64,
     /// SIEVE visited bit (0 or 1). Written by lock-free readers.
     pub visited: AtomicU64,
@@ -145,8 +148,9 @@ pub struct SlotMeta {
     pub hash: AtomicU64,
     /// `CLOCK_MONOTONIC` stamp of the last store (INV-5).
     pub stored_at_ns: AtomicU64,
-    /// Next slot on the free list, `NO_SLOT` at its end.
-    pub free_next: AtomicU64,
+    /// The slot's sequence (`slot_seq.rs`): odd while a writer changes what a lock-free
+    /// reader copies from this slot, moved on by every such change (INV-S3).
+    pub seq: AtomicU64,
     /// [`crate::hash::entry_check`] of the entry under the epoch its writer locked in
     /// (INV-S8); 0 in a never-written slot.
     pub check: AtomicU64,
@@ -425,7 +429,7 @@ mod tests {
         assert_eq!(word!(DataHeader, lock_nonce), 16);
         assert_eq!(word!(DataHeader, sieve_head), 32);
         assert_eq!(word!(DataHeader, resets), 38);
-        assert_eq!(word!(SlotMeta, free_next), 5);
+        assert_eq!(word!(SlotMeta, seq), 5);
         assert_eq!(word!(SlotMeta, check), 6);
         assert_eq!(word!(DataHeader, epoch), 48);
         assert_eq!(word!(DataHeader, retired), 49);

@@ -5,6 +5,7 @@
 //! | `layout`    | `repr(C)` structures of both files, word indexes via `offset_of!`, size asserts, [`layout::Geometry`] |
 //! | `region`    | the only code that opens, creates, maps files (security rules, space reservation) |
 //! | `seqlock`   | seqlock + crash-safe writer lock, generic over its words (loom-tested) |
+//! | `slot_seq`  | the per-slot sequence a lock-free reader validates (loom-tested)      |
 //! | `table`     | open-addressing hash table, linear probing, backward-shift deletion   |
 //! | `arena`     | fixed-size slots, allocator, the SIEVE slots view for [`crate::policy`] |
 //! | `store`     | [`ShmStore`]: open/get/insert/clear/info/validate                     |
@@ -20,8 +21,9 @@
 //! the shared-store specifics:
 //! * INV-S1: only `region` opens, creates and maps files;
 //! * INV-S2: a data file is used only with the lock file whose nonce its header records;
-//! * INV-S3: seqlock protocol: readers accept a copy only if the sequence was even and
-//!   unchanged across it (Acquire load, relaxed copies, Acquire fence, reload);
+//! * INV-S3: seqlock protocol: readers accept a copy of a slot only if the slot's sequence
+//!   was even and unchanged across it (Acquire load, relaxed copies, Acquire fence, reload),
+//!   and a miss only if the lock file's sequence was;
 //! * INV-S4: a write section that starts on an odd sequence (a writer died inside one), or
 //!   corruption found under the lock, resets the table and arena before the section ends;
 //! * INV-S5: linear-probe runs stay contiguous (backward-shift deletion, no tombstones);
@@ -32,6 +34,9 @@
 pub mod arena;
 pub mod heap;
 pub mod layout;
+/// Portable (no OS calls): the arena's slot sequences use its [`seqlock::Word`].
+pub mod seqlock;
+pub mod slot_seq;
 pub mod table;
 
 #[cfg(unix)]
@@ -54,8 +59,6 @@ pub mod liveness;
 pub mod raw;
 #[cfg(unix)]
 pub mod region;
-#[cfg(unix)]
-pub mod seqlock;
 #[cfg(unix)]
 pub mod stale;
 #[cfg(unix)]

@@ -8,6 +8,8 @@
 //!   - `after_lock`: writer lock held, sequence even;
 //!   - `mid_alloc`: inside the write section, a heap free list or bump pointer half updated;
 //!   - `mid_write`: inside the write section (sequence odd), half of the value written;
+//!   - `mid_release`: inside a slot's own section (its sequence odd) while its extent is
+//!     taken away (the forced write removes the key, which frees its slot);
 //!   - `before_unlock`: section ended, lock still held.
 //! * `kill@async` / `stop@async`: the parent sends SIGKILL / SIGSTOP once the worker has
 //!   reported a given number of results of its batch: it lands wherever the worker is (inside a
@@ -25,25 +27,29 @@ pub enum FaultKind {
     KillAfterLock,
     KillMidAlloc,
     KillMidWrite,
+    KillMidRelease,
     KillBeforeUnlock,
     KillAsync,
     StopAfterLock,
     StopMidAlloc,
     StopMidWrite,
+    StopMidRelease,
     StopBeforeUnlock,
     StopAsync,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::KillAfterLock,
         FaultKind::KillMidAlloc,
         FaultKind::KillMidWrite,
+        FaultKind::KillMidRelease,
         FaultKind::KillBeforeUnlock,
         FaultKind::KillAsync,
         FaultKind::StopAfterLock,
         FaultKind::StopMidAlloc,
         FaultKind::StopMidWrite,
+        FaultKind::StopMidRelease,
         FaultKind::StopBeforeUnlock,
         FaultKind::StopAsync,
     ];
@@ -54,11 +60,13 @@ impl FaultKind {
             FaultKind::KillAfterLock => "kill@after_lock",
             FaultKind::KillMidAlloc => "kill@mid_alloc",
             FaultKind::KillMidWrite => "kill@mid_write",
+            FaultKind::KillMidRelease => "kill@mid_release",
             FaultKind::KillBeforeUnlock => "kill@before_unlock",
             FaultKind::KillAsync => "kill@async",
             FaultKind::StopAfterLock => "stop@after_lock",
             FaultKind::StopMidAlloc => "stop@mid_alloc",
             FaultKind::StopMidWrite => "stop@mid_write",
+            FaultKind::StopMidRelease => "stop@mid_release",
             FaultKind::StopBeforeUnlock => "stop@before_unlock",
             FaultKind::StopAsync => "stop@async",
         }
@@ -71,6 +79,7 @@ impl FaultKind {
             FaultKind::KillAfterLock
                 | FaultKind::KillMidAlloc
                 | FaultKind::KillMidWrite
+                | FaultKind::KillMidRelease
                 | FaultKind::KillBeforeUnlock
                 | FaultKind::KillAsync
         )
@@ -83,10 +92,12 @@ impl FaultKind {
             FaultKind::KillAfterLock => Some("after_lock:kill"),
             FaultKind::KillMidAlloc => Some("mid_alloc:kill"),
             FaultKind::KillMidWrite => Some("mid_write:kill"),
+            FaultKind::KillMidRelease => Some("mid_release:kill"),
             FaultKind::KillBeforeUnlock => Some("before_unlock:kill"),
             FaultKind::StopAfterLock => Some("after_lock:stop"),
             FaultKind::StopMidAlloc => Some("mid_alloc:stop"),
             FaultKind::StopMidWrite => Some("mid_write:stop"),
+            FaultKind::StopMidRelease => Some("mid_release:stop"),
             FaultKind::StopBeforeUnlock => Some("before_unlock:stop"),
             FaultKind::KillAsync | FaultKind::StopAsync => None,
         }

@@ -174,14 +174,28 @@ pub fn execute(
         // A present key's value is updated in place, without allocating: a forced write that
         // must reach the allocator drops the key first (absence is always a valid cache
         // state), and again if another worker stored it meanwhile (bounded).
-        let must_allocate = failpoint_spec.is_some_and(|spec| spec.starts_with("mid_alloc"));
+        // A forced write that must free a slot (`mid_release`) removes the key too, which
+        // frees its slot: it inserts first when the key is absent, then removes it.
+        let must_release = failpoint_spec.is_some_and(|spec| spec.starts_with("mid_release"));
+        let must_allocate =
+            must_release || failpoint_spec.is_some_and(|spec| spec.starts_with("mid_alloc"));
         let mut allocation_attempts = 0;
-        if let Some(spec) = failpoint_spec {
+        let mut released = false;
+        if let Some(spec) = failpoint_spec.filter(|_| !must_release) {
             failpoint::set(Some(spec)).map_err(|e| format!("cannot arm failpoint {spec}: {e}"))?;
         }
         let outcome = loop {
             if must_allocate {
-                let _ = store.remove(&key_bytes);
+                if must_release {
+                    // Armed for the remove only: it frees exactly one slot (the insert may
+                    // evict several, each reaching the point).
+                    failpoint::set(failpoint_spec)
+                        .map_err(|e| format!("cannot arm failpoint {failpoint_spec:?}: {e}"))?;
+                }
+                released |= store.remove(&key_bytes).unwrap_or(false);
+                if must_release {
+                    let _ = failpoint::set(None);
+                }
                 allocation_attempts += 1;
             }
             let outcome = store
@@ -193,7 +207,10 @@ pub fn execute(
                 continue;
             }
             let updated = matches!(outcome, Ok(InsertOutcome::Updated));
-            if must_allocate && updated && allocation_attempts < 100 {
+            if must_allocate && !must_release && updated && allocation_attempts < 100 {
+                continue;
+            }
+            if must_release && !released && allocation_attempts < 100 {
                 continue;
             }
             break outcome;

@@ -38,6 +38,27 @@ pub(super) enum OddStep {
     Miss,
 }
 
+/// What one probe of the table found ([`ShmStore::read`]).
+enum Probe {
+    /// A validated copy of the entry (in the caller's sink) and what its check covers.
+    Hit {
+        slot: u32,
+        visited: bool,
+        lens: u64,
+        stored_at_ns: u64,
+        check: u64,
+    },
+    Expired,
+    Miss,
+    /// The candidate slot's sequence was odd.
+    SlotOdd {
+        slot: u32,
+        seq: u64,
+    },
+    /// The candidate changed during its copy.
+    Torn,
+}
+
 pub(super) enum ReadOutcome {
     /// `visited`: the slot's SIEVE bit as read (unvalidated: only a hint to skip `touch`).
     Hit {
@@ -181,8 +202,11 @@ impl ShmStore {
         }
     }
 
-    /// The optimistic read loop (INV-S3). Bounded: at most [`READ_RETRIES`] validation
-    /// failures and [`READ_ODD_GIVE_UP_NS`] of odd sequence with a live writer.
+    /// The optimistic read loop (INV-S3). A hit is validated by its slot's own sequence, so
+    /// writes of other entries never hold it up; a miss by the lock file's sequence (no write
+    /// anywhere during the probe: a backward shift may have moved the key past it). Bounded:
+    /// at most [`READ_RETRIES`] validation failures and [`READ_ODD_GIVE_UP_NS`] of odd
+    /// sequence with a live writer.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn read(
@@ -199,69 +223,118 @@ impl ShmStore {
         let mut odd = OddWait::default();
         loop {
             let start = view.lock.read_begin();
-            if start & 1 == 1 {
-                if odd.spins == 0 && odd.recoveries == 0 {
-                    view.count(word!(CounterStripe, read_retries), None);
-                }
-                match self.wait_odd(view, start, &mut odd) {
-                    OddStep::Retry => continue,
-                    OddStep::Miss => return ReadOutcome::Miss,
-                }
-            }
             out.clear();
-            let found = table.find_map(hash, |_, slot| {
-                let words = slots.slot(slot)?;
-                words.key_matches(hash, key).then_some((slot, words))
-            });
-            // What the entry check covers, loaded inside the validated window (INV-S8).
-            let mut checked = None;
-            let outcome = match found {
-                None => ReadOutcome::Miss,
-                Some((slot, words)) => {
-                    let lens = words.lens();
-                    let stored_at_ns = words.stored_at_ns();
-                    if lens.value > self.geometry.value_bytes_max {
-                        // Only garbage has this; never serve it (validated or not).
-                        ReadOutcome::Miss
-                    } else if is_fresh(stored_at_ns, now_ns, self.ttl_ns) {
-                        words.copy_value(lens.value, out);
-                        checked =
-                            Some((view.epoch(), words.lens_word(), stored_at_ns, words.check()));
-                        ReadOutcome::Hit {
-                            slot,
-                            visited: words.visited(),
-                        }
-                    } else {
-                        ReadOutcome::Expired
-                    }
-                }
-            };
-            if view.lock.read_validate(start) {
-                if let Some((epoch, lens, stored_at_ns, check)) = checked {
-                    // A consistent copy of an entry written under another epoch (by a writer
-                    // fenced off by a takeover), or torn by a writer outside the protocol,
-                    // is never served: a miss, recomputed by the caller.
+            let probe = table
+                .find_map(hash, |_, slot| {
+                    self.probe_slot(slots, slot, key, hash, now_ns, out)
+                })
+                .unwrap_or(Probe::Miss);
+            let stall = match probe {
+                Probe::Hit {
+                    slot,
+                    visited,
+                    lens,
+                    stored_at_ns,
+                    check,
+                } => {
+                    // Loaded after the slot's validation fence: a reset or clear that reused
+                    // what this copy saw has moved the epoch, and the check fails (INV-S8). A
+                    // copy written under another epoch (by a writer fenced off by a takeover)
+                    // or torn by a writer outside the protocol is never served either: a
+                    // miss, recomputed by the caller.
+                    let epoch = view.epoch();
                     if entry_check(epoch, hash, lens, stored_at_ns, out.bytes()) != check {
                         out.clear();
                         return ReadOutcome::Miss;
                     }
+                    return ReadOutcome::Hit { slot, visited };
                 }
-                return outcome;
-            }
-            retries += 1;
-            view.count(word!(CounterStripe, read_retries), None);
-            if retries >= READ_RETRIES {
-                return ReadOutcome::Miss;
+                Probe::Expired => return ReadOutcome::Expired,
+                Probe::Miss if view.lock.read_validate(start) => return ReadOutcome::Miss,
+                Probe::Miss if start & 1 == 1 => Some(start),
+                Probe::Miss | Probe::Torn => None,
+                Probe::SlotOdd { slot, seq } => {
+                    // A stall id of its own (the top bit set), apart from the lock's states.
+                    Some(1 << 63 | u64::from(slot) << 32 | (seq & 0xffff_ffff))
+                }
+            };
+            match stall {
+                Some(stall) => {
+                    if odd.spins == 0 && odd.recoveries == 0 {
+                        view.count(word!(CounterStripe, read_retries), None);
+                    }
+                    match self.wait_odd(view, stall, &mut odd) {
+                        OddStep::Retry => continue,
+                        OddStep::Miss => return ReadOutcome::Miss,
+                    }
+                }
+                None => {
+                    retries += 1;
+                    view.count(word!(CounterStripe, read_retries), None);
+                    if retries >= READ_RETRIES {
+                        return ReadOutcome::Miss;
+                    }
+                }
             }
         }
     }
 
-    /// A read saw the odd sequence `start` (a write in progress): spin, then yield, check the
-    /// writer's liveness and recover from a dead one, or give up (a miss) within
-    /// [`READ_ODD_GIVE_UP_NS`] / [`READ_ODD_SPINS_MAX`] polls.
+    /// One candidate of the probe (its bucket carries the key's 32-bit hash): `None` when it
+    /// holds another key (probing goes on), else what a copy of it validated by its sequence
+    /// says. The copy is in `out` on a hit.
+    #[inline(always)]
+    fn probe_slot(
+        &self,
+        slots: Arena<'_>,
+        slot: u32,
+        key: &[u8],
+        hash: u64,
+        now_ns: u64,
+        out: &mut impl ValueSink,
+    ) -> Option<Probe> {
+        let seq = slots.seq(slot)?;
+        let start = seq.read_begin();
+        if start & 1 == 1 {
+            // Most likely this very key being rewritten: wait for it.
+            return Some(Probe::SlotOdd { slot, seq: start });
+        }
+        // No extent: a slot freed after this bucket was read (validated below if it matches).
+        let words = slots.slot(slot)?;
+        if !words.key_matches(hash, key) {
+            // A torn comparison may reject the key wrongly: then the probe ends in a miss,
+            // which the lock file's sequence rejects.
+            return None;
+        }
+        let lens = words.lens();
+        let stored_at_ns = words.stored_at_ns();
+        let probe = if lens.value > self.geometry.value_bytes_max {
+            // Only garbage has this; never serve it (validated or not).
+            Probe::Miss
+        } else if is_fresh(stored_at_ns, now_ns, self.ttl_ns) {
+            words.copy_value(lens.value, out);
+            Probe::Hit {
+                slot,
+                visited: words.visited(),
+                lens: words.lens_word(),
+                stored_at_ns,
+                check: words.check(),
+            }
+        } else {
+            Probe::Expired
+        };
+        Some(if seq.read_validate(start) {
+            probe
+        } else {
+            Probe::Torn
+        })
+    }
+
+    /// A read saw an odd sequence (a write in progress), of the lock file or of a slot,
+    /// named by `stall`: spin, then yield, check the writer's liveness and recover from a dead
+    /// one, or give up (a miss) within [`READ_ODD_GIVE_UP_NS`] / [`READ_ODD_SPINS_MAX`] polls.
     #[cold]
     #[inline(never)]
-    pub(super) fn wait_odd(&self, view: &ReadView<'_>, start: u64, odd: &mut OddWait) -> OddStep {
+    pub(super) fn wait_odd(&self, view: &ReadView<'_>, stall: u64, odd: &mut OddWait) -> OddStep {
         let recover = |odd: &mut OddWait| {
             let Ok(me) = self.me() else {
                 return false;
@@ -278,7 +351,7 @@ impl ShmStore {
             }
             true
         };
-        if start == self.stalled_seq.load(Relaxed) {
+        if stall == self.stalled_seq.load(Relaxed) {
             // Already waited this write out: miss now, unless its writer died.
             return if recover(odd) {
                 OddStep::Retry
@@ -293,7 +366,7 @@ impl ShmStore {
         }
         if odd.spins >= READ_ODD_SPINS_MAX {
             // Hard bound, independent of the clock.
-            self.stalled_seq.store(start, Relaxed);
+            self.stalled_seq.store(stall, Relaxed);
             return OddStep::Miss;
         }
         let now = crate::clock::monotonic_now_ns();
@@ -306,7 +379,7 @@ impl ShmStore {
                 return OddStep::Retry;
             }
             if waited >= READ_ODD_GIVE_UP_NS {
-                self.stalled_seq.store(start, Relaxed);
+                self.stalled_seq.store(stall, Relaxed);
                 return OddStep::Miss;
             }
         }

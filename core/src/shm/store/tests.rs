@@ -185,6 +185,9 @@ fn a_clean_takeover_keeps_the_entries_and_fences_the_old_owner() {
     store.validate().unwrap();
 }
 
+/// A writer that died inside a write section but outside every slot's section left each slot
+/// consistent: readers hit it (per-slot validation, INV-S3); the next writer still resets
+/// (INV-S4), after which the entry is gone.
 #[test]
 fn an_interrupted_write_is_reset_by_the_next_writer() {
     let store = ShmStore::over_memory(config(4)).unwrap();
@@ -196,17 +199,67 @@ fn an_interrupted_write_is_reset_by_the_next_writer() {
     let _abandoned = view.lock.write_begin(me).unwrap();
     assert!(view.lock.unlock(me)); // its guard unwound
     let mut out = Vec::new();
-    // Readers do not hang: the owner is gone, they recover and then miss/hit cleanly.
+    assert!(
+        store.get(b"k", 0, &mut out).unwrap(),
+        "a consistent slot is served"
+    );
+    assert_eq!(out, b"v");
+    assert_eq!(view.lock.sequence() & 1, 1, "a hit recovers nothing");
+    // A miss is validated by the lock file's sequence: its reader recovers.
+    assert!(!store.get(b"other", 0, &mut out).unwrap());
+    assert_eq!(view.lock.sequence() & 1, 0, "the missing reader recovered");
+    assert_eq!(store.info().unwrap().resets, 1);
     assert!(
         !store.get(b"k", 0, &mut out).unwrap(),
-        "recovery dropped the entry"
+        "the reset dropped the entry"
     );
-    assert_eq!(view.lock.sequence() & 1, 0);
     store.insert(b"k", b"v2", 0).unwrap();
     assert!(store.get(b"k", 0, &mut out).unwrap());
     assert_eq!(out, b"v2");
     store.validate().unwrap();
     assert_eq!(store.info().unwrap().resets, 1);
+}
+
+/// A writer that died inside a slot's section (the slot's sequence odd): a reader of that
+/// slot waits, judges the owner dead, recovers (a reset, which settles the slot) and misses;
+/// readers of other slots were never held up.
+#[test]
+fn a_writer_dead_inside_a_slot_section_is_recovered_by_that_slot_reader() {
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"k", b"v", 0).unwrap();
+    store.insert(b"j", b"w", 0).unwrap();
+    let view = store.view().unwrap();
+    let slot = view
+        .table
+        .find(key_hash(b"k"), |s| {
+            view.arena.key_matches(s, key_hash(b"k"), b"k")
+        })
+        .unwrap()
+        .1;
+    let me = store.me().unwrap();
+    assert!(view.lock.try_lock(me));
+    let _abandoned = view.lock.write_begin(me).unwrap();
+    let seq = view.arena.seq(slot).unwrap();
+    let _torn = seq.write_begin();
+    assert!(view.lock.unlock(me));
+    let mut out = Vec::new();
+    assert!(
+        store.get(b"j", 0, &mut out).unwrap(),
+        "another slot is served"
+    );
+    assert_eq!(out, b"w");
+    assert_eq!(store.info().unwrap().resets, 0);
+    assert!(
+        !store.get(b"k", 0, &mut out).unwrap(),
+        "the odd slot is never served"
+    );
+    assert_eq!(store.info().unwrap().resets, 1, "its reader recovered");
+    assert_eq!(seq.value() & 1, 0, "the reset settled the slot");
+    assert_eq!(view.lock.sequence() & 1, 0);
+    store.insert(b"k", b"v2", 0).unwrap();
+    assert!(store.get(b"k", 0, &mut out).unwrap());
+    assert_eq!(out, b"v2");
+    store.validate().unwrap();
 }
 
 /// INV-8: a reader's recovery takes the lock only from the owner it judged dead. Here the

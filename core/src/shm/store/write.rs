@@ -248,11 +248,19 @@ impl ShmStore {
     /// Empties the table and arena, counts a reset and moves to a new table epoch (inside a
     /// write section). Returns the new epoch.
     pub(super) fn reset_structures(&self, view: &View<'_>) -> u64 {
+        let epoch = Self::next_epoch(view);
         view.table.clear();
         view.arena.reset();
         if let Some(w) = view.header.get(word!(DataHeader, resets)) {
             w.fetch_add(1, Relaxed);
         }
+        epoch
+    }
+
+    /// Moves the table to a new epoch and returns it. First thing in a reset or clear: a
+    /// reader that copied a slot whose words the reset then reuses loads the new epoch after
+    /// its validation fence, and its entry check fails (`slot_seq.rs`, INV-S8).
+    fn next_epoch(view: &View<'_>) -> u64 {
         let epoch = view.epoch().wrapping_add(1).max(1);
         if let Some(w) = view.header.get(word!(DataHeader, epoch)) {
             w.store(epoch, Relaxed);
@@ -364,8 +372,7 @@ impl ShmStore {
             }
             // Another extent, for the same slot (its place in the SIEVE list and its visited
             // bit stay), found without evicting anything ...
-            view.arena.heap().free(view.arena.extent(slot));
-            view.arena.clear_extent(slot);
+            view.arena.release_extent(slot);
             match self.alloc_extent(view, heap::entry_bytes(key_len, value_len), false)? {
                 Ok((extent, _)) => {
                     view.arena
@@ -394,8 +401,7 @@ impl ShmStore {
             let extent = view.arena.extent(victim);
             let same_class = view.arena.heap().reusable_for(extent, bytes);
             if !same_class {
-                view.arena.heap().free(extent);
-                view.arena.clear_extent(victim);
+                view.arena.release_extent(victim);
             }
             reused = Some((victim, same_class.then_some(extent)));
         }
@@ -622,15 +628,11 @@ impl ShmStore {
         let Some(guard) = self.lock(&view, LOCK_WAIT_LONG) else {
             return Err(busy_error(view.lock.owner()));
         };
-        self.write_section(&view, &guard, |v, epoch| {
+        self.write_section(&view, &guard, |v, _| {
+            // A new epoch: nothing written before the clear validates again (INV-S8).
+            guard.epoch.set(Self::next_epoch(v));
             v.table.clear();
             v.arena.reset();
-            // A new epoch: nothing written before the clear validates again (INV-S8).
-            let epoch = epoch.wrapping_add(1).max(1);
-            if let Some(w) = v.header.get(word!(DataHeader, epoch)) {
-                w.store(epoch, Relaxed);
-            }
-            guard.epoch.set(epoch);
             for w in v.stripes {
                 w.store(0, Relaxed);
             }
