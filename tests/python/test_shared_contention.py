@@ -42,17 +42,17 @@ def test_a_writer_stalled_in_its_section_shows_in_both_counters():
     assert (f.cache_info().read_retries, f.cache_info().lock_waits) == (0, 0)
     peer = Peer(max_size=64)
     try:
-        # The peer stops inside a write section: the sequence is odd and the lock is held.
+        # The peer stops inside a write section rewriting key 1 in place: the lock is held
+        # and key 1's slot is odd.
         peer.ask("failpoint", "mid_write:stop")
-        peer.conn.send(("insert_then_stall", 1000))
+        peer.conn.send(("set_then_stall", 1))
         assert peer.conn.recv() == "entering"
         wait_for_state(peer.process.pid, "T")
-        timed_call(f, 1)  # a hit of another slot is not held up (per-slot validation)
-        assert f.cache_info().read_retries == 0
         waits_before = f.cache_info().lock_waits
-        # A miss meets the odd lock-file sequence (a read held up), then its insert meets
-        # the held lock.
-        timed_call(f, 5000)
+        timed_call(f, 2)  # a hit of another slot is not held up (per-slot validation)
+        timed_call(f, 5000)  # nor is a miss's read (its insert meets the held lock)
+        assert f.cache_info().read_retries == 0
+        timed_call(f, 1)  # a read of key 1 waits for its slot, then misses
         info = f.cache_info()
         assert info.read_retries >= 1, info
         assert info.lock_waits >= waits_before + 1, info

@@ -58,6 +58,10 @@ def _peer_main(conn, kwargs):
             conn.send("entering")
             f(args[0])  # stops or dies at the armed failpoint
             conn.send("returned")
+        elif op == "set_then_stall":
+            conn.send("entering")
+            f.cache_set(target(args[0]), args[0])  # rewrites a stored entry in place
+            conn.send("returned")
         elif op == "stop":
             conn.send(None)
             return

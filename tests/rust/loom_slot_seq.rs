@@ -3,7 +3,8 @@
 //! sequence word and an extent word naming one of two two-word extents of a shared heap. The
 //! writer follows the arena's protocol (`Arena::release_extent`, `Arena::free`,
 //! `Arena::write_entry`): an extent is taken from a slot inside that slot's section and only
-//! then overwritten (the heap's free-list link) and handed to the other slot. Run with:
+//! then overwritten (the heap's free-list link) and handed to the other slot, whose own
+//! section stays open from losing its old extent to holding the new one. Run with:
 //!
 //! `RUSTFLAGS="--cfg warp_loom" cargo test -p warp-cache-tests --test loom_slot_seq --release`
 //!
@@ -70,9 +71,25 @@ impl Arena {
         extent
     }
 
-    /// `Arena::write_entry`: `extent` becomes the slot's, holding `value`.
-    fn write_entry(&self, slot: usize, extent: usize, value: u64) {
+    /// `Arena::release_extent`: the slot's section begins, its extent word is cleared and the
+    /// extent freed (its free link written) inside it; the section stays open for
+    /// `write_entry_open`.
+    fn release_open(&self, slot: usize) -> (usize, warp_cache_core::shm::slot_seq::SlotWrite) {
+        let extent = self.slots[slot].extent.load(Relaxed) as usize;
         let section = self.seq(slot).write_begin();
+        self.slots[slot].extent.store(NONE, Relaxed);
+        self.heap[extent][0].store(FREE_LINK, Relaxed);
+        (extent, section)
+    }
+
+    /// `Arena::write_entry` ending the section `release_open` left open.
+    fn write_entry_open(
+        &self,
+        slot: usize,
+        extent: usize,
+        value: u64,
+        section: warp_cache_core::shm::slot_seq::SlotWrite,
+    ) {
         self.slots[slot].extent.store(extent as u64, Relaxed);
         self.heap[extent][0].store(value, Relaxed);
         self.heap[extent][1].store(value, Relaxed);
@@ -146,8 +163,9 @@ fn a_reader_never_accepts_bytes_of_an_extent_reused_by_another_slot() {
             let arena = Arc::clone(&arena);
             thread::spawn(move || {
                 let extent = arena.release(0);
-                let old = arena.release(1);
-                arena.write_entry(1, extent, 5);
+                // Slot 1 changes extents the way an update to a larger class does.
+                let (old, section) = arena.release_open(1);
+                arena.write_entry_open(1, extent, 5, section);
                 assert_eq!(old, 1);
             })
         };

@@ -82,6 +82,30 @@ impl Arena {
         extent
     }
 
+    /// `Arena::release_extent`: the slot's section begins, its extent word is cleared and the
+    /// extent freed (its free link written) inside it; the section stays open for
+    /// `write_entry_open`.
+    fn release_open(&self, slot: usize) -> (usize, warp_cache_core::shm::slot_seq::SlotWrite) {
+        let extent = self.slots[slot].extent.load(Relaxed) as usize;
+        let section = self.seq(slot).write_begin();
+        self.slots[slot].extent.store(NONE, Relaxed);
+        self.heap[extent][0].store(FREE_LINK, Relaxed);
+        (extent, section)
+    }
+
+    /// `Arena::write_entry` ending the section `release_open` left open.
+    fn write_entry_open(
+        &self,
+        slot: usize,
+        extent: usize,
+        value: u64,
+        section: warp_cache_core::shm::slot_seq::SlotWrite,
+    ) {
+        self.slots[slot].extent.store(extent as u64, Relaxed);
+        self.fill(extent, value);
+        self.seq(slot).write_end(section);
+    }
+
     fn write_entry(&self, slot: usize, extent: usize, value: u64) {
         let section = self.seq(slot).write_begin();
         self.slots[slot].extent.store(extent as u64, Relaxed);
@@ -128,8 +152,9 @@ fn validated_copies_are_whole_values_of_their_slot_and_other_slots_never_retry()
                     arena.rewrite(0, value(0, 1));
                     // Slot 0's extent goes to slot 1 (whose own extent is freed).
                     let extent = arena.release(0);
-                    let freed = arena.release(1);
-                    arena.write_entry(1, extent, value(1, 1));
+                    // (as an update to a larger class does: one open section)
+                    let (freed, section) = arena.release_open(1);
+                    arena.write_entry_open(1, extent, value(1, 1), section);
                     // Slot 0 gets slot 1's old extent, then moves to the spare one.
                     arena.write_entry(0, freed, value(0, 2));
                     arena.compact(0, 3);

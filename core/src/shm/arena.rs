@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::heap::{entry_bytes, Extent, Heap};
 use super::layout::{word, DataHeader, Geometry, SlotMeta, WORD_BYTES};
-use super::slot_seq::SlotSeq;
+use super::slot_seq::{SlotSeq, SlotWrite};
 use crate::policy::{SieveSlots, SlotIndex, NO_SLOT};
 
 /// A slot number read from a corrupt word: out of range for every capacity.
@@ -138,20 +138,21 @@ impl<'a> Arena<'a> {
         self.slot_word(slot, word!(SlotMeta, seq)).map(SlotSeq::new)
     }
 
-    /// Takes `slot`'s extent away and frees it (the entry gets a new one at once, or the slot
-    /// is freed). The extent word is cleared inside a slot section, and the extent freed
-    /// (which writes its first word) only after it, so a reader still holding the old extent
-    /// word fails its validation (INV-S3).
-    pub fn release_extent(&self, slot: u32) {
+    /// Takes `slot`'s extent away and frees it: the slot's section is begun first (so a
+    /// reader still holding the old extent word fails its validation when the freed extent's
+    /// words change, INV-S3) and left open, for [`Arena::write_entry`] of the entry's new
+    /// extent to end: between the two, the slot has no extent, and a reader of its key must
+    /// wait rather than take that for a miss. (If the entry is dropped instead,
+    /// [`Arena::free`] starts and ends a section of its own, which leaves the word even.)
+    #[must_use = "end the slot's section with write_entry"]
+    pub fn release_extent(&self, slot: u32) -> Option<SlotWrite> {
         let extent = self.extent(slot);
-        if let Some(seq) = self.seq(slot) {
-            let section = seq.write_begin();
-            self.set_meta(slot, word!(SlotMeta, extent), 0);
-            #[cfg(unix)]
-            super::failpoint::hit(super::failpoint::Point::MidRelease);
-            seq.write_end(section);
-        }
+        let section = self.seq(slot).map(|seq| seq.write_begin());
+        self.set_meta(slot, word!(SlotMeta, extent), 0);
+        #[cfg(unix)]
+        super::failpoint::hit(super::failpoint::Point::MidRelease);
         self.heap.free(extent);
+        section
     }
 
     /// Whether `slot`'s extent can take a value of `value_len` bytes in place.
@@ -264,8 +265,9 @@ impl<'a> Arena<'a> {
     }
 
     /// Writes a whole entry (writer, inside a write section) under table epoch `epoch` into
-    /// `extent` (from [`Heap::alloc`] for [`entry_bytes`] of these lengths). Lengths are
-    /// within the limits (checked by the caller).
+    /// `extent` (from [`Heap::alloc`] for [`entry_bytes`] of these lengths), inside the
+    /// slot's section: `open`, the one [`Arena::release_extent`] left open, or a new one.
+    /// Lengths are within the limits (checked by the caller).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn write_entry(
@@ -277,12 +279,13 @@ impl<'a> Arena<'a> {
         value: &[u8],
         stored_at_ns: u64,
         epoch: u64,
+        open: Option<SlotWrite>,
     ) {
         let Some(meta) = self.meta_block(slot) else {
             return;
         };
         let seq = SlotSeq::new(&meta[word!(SlotMeta, seq)]);
-        let section = seq.write_begin();
+        let section = open.unwrap_or_else(|| seq.write_begin());
         meta[word!(SlotMeta, hash)].store(hash, Relaxed);
         meta[word!(SlotMeta, extent)].store(extent, Relaxed);
         let words = self.heap.extent_words(extent).unwrap_or(&[]);

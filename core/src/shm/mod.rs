@@ -23,7 +23,7 @@
 //! * INV-S2: a data file is used only with the lock file whose nonce its header records;
 //! * INV-S3: seqlock protocol: readers accept a copy of a slot only if the slot's sequence
 //!   was even and unchanged across it (Acquire load, relaxed copies, Acquire fence, reload),
-//!   and a miss only if the lock file's sequence was;
+//!   and a miss only if a second walk of the probe run reads the same buckets;
 //! * INV-S4: a write section that starts on an odd sequence (a writer died inside one), or
 //!   corruption found under the lock, resets the table and arena before the section ends;
 //! * INV-S5: linear-probe runs stay contiguous (backward-shift deletion, no tombstones);

@@ -14,6 +14,9 @@
 //! * **Readers** `s = read_begin()` (Acquire): odd means a write of *this* slot is in progress
 //!   (or its writer died: INV-8, the caller checks the lock owner); copy with relaxed loads;
 //!   `read_validate(s)` (Acquire fence, reload) keeps the copy only if `s` is unchanged.
+//! * **A slot that changes extents** (an update to a larger class, a victim of another
+//!   class) keeps one section open from `Arena::release_extent` to `Arena::write_entry`:
+//!   between the two it has no extent, and a reader must wait rather than miss.
 //! * **Resets** (inside the global section that found a dead writer's odd sequence) first
 //!   move the table epoch, then [`SlotSeq::settle`] every slot: an odd word left by the dead
 //!   writer becomes even, and readers that copied across the reset fail on the epoch.

@@ -38,6 +38,16 @@ pub fn bucket_hash32(bucket: u64) -> u32 {
     (bucket >> 32) as u32
 }
 
+const DIGEST_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// One step of a run digest: order-sensitive, so a shifted run reads differently.
+#[inline(always)]
+fn fold_digest(digest: u64, bucket: u64) -> u64 {
+    (digest ^ bucket)
+        .wrapping_mul(0x0000_0100_0000_01b3)
+        .rotate_left(29)
+}
+
 /// A structural problem found while changing the table (the caller resets, INV-S4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableError {
@@ -116,28 +126,59 @@ impl<'a> Table<'a> {
     pub fn find_map<T>(
         &self,
         hash: u64,
-        mut matched: impl FnMut(usize, u32) -> Option<T>,
+        matched: impl FnMut(usize, u32) -> Option<T>,
     ) -> Option<T> {
+        self.probe(hash, matched).ok()
+    }
+
+    /// [`Table::find_map`] that, when nothing matched, returns the [`Table::run_digest`] of
+    /// the bucket words it walked: a lock-free reader probes again and trusts its miss only
+    /// if the run still reads the same (a backward shift during the walk may have moved the
+    /// key behind it).
+    #[inline]
+    pub fn probe<T>(
+        &self,
+        hash: u64,
+        mut matched: impl FnMut(usize, u32) -> Option<T>,
+    ) -> Result<T, u64> {
         let want = hash32(hash);
         let mut index = self.home(want);
+        let mut digest = DIGEST_SEED;
         for _ in 0..self.buckets.len() {
             let bucket = self.load(index);
             // Only an EMPTY word ends the run, as in `insert`/`remove`/`reachable`: a garbage
             // bucket with a zero slot part is skipped like an out-of-range slot (else a key
             // inserted behind it could never be found again).
             if bucket == EMPTY {
-                return None;
+                return Err(digest);
             }
+            digest = fold_digest(digest, bucket);
             if let Some(slot) = bucket_slot(bucket) {
                 if bucket_hash32(bucket) == want && slot < self.capacity {
                     if let Some(found) = matched(index, slot) {
-                        return Some(found);
+                        return Ok(found);
                     }
                 }
             }
             index = (index + 1) & self.mask;
         }
-        None
+        Err(digest)
+    }
+
+    /// A digest of the bucket words of `hash`'s probe run (from its home to the first empty
+    /// bucket, bounded by the bucket count), folded in order as [`Table::probe`] does.
+    pub fn run_digest(&self, hash: u64) -> u64 {
+        let mut index = self.home(hash32(hash));
+        let mut digest = DIGEST_SEED;
+        for _ in 0..self.buckets.len() {
+            let bucket = self.load(index);
+            if bucket == EMPTY {
+                break;
+            }
+            digest = fold_digest(digest, bucket);
+            index = (index + 1) & self.mask;
+        }
+        digest
     }
 
     /// Adds `slot` under `hash` in the first empty bucket of its probe run. (The caller has
@@ -243,6 +284,21 @@ mod tests {
                 "bucket {index} lost its path"
             );
         }
+    }
+
+    #[test]
+    fn a_run_digest_changes_when_the_run_shifts_and_matches_an_unchanged_probe() {
+        let words = buckets(8);
+        let table = Table::new(&words, 4);
+        for (slot, hash) in [(0u32, 1u64), (1, 9), (2, 17)] {
+            table.insert(hash, slot).unwrap();
+        }
+        // A probe for an absent key of home 1 walks the whole run.
+        let miss = table.probe(25, |_, _| None::<()>).unwrap_err();
+        assert_eq!(miss, table.run_digest(25));
+        table.remove(9, 1).unwrap(); // slot 2 shifts back into the hole
+        assert_ne!(table.run_digest(25), miss, "the shift shows");
+        assert_eq!(table.probe(17, |_, s| (s == 2).then_some(s)), Ok(2));
     }
 
     #[test]

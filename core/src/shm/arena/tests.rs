@@ -47,7 +47,7 @@ impl Heap {
         let crate::shm::heap::Alloc::Got(extent) = arena.heap().alloc(bytes) else {
             panic!("no extent for {bytes} bytes");
         };
-        arena.write_entry(slot, extent, hash, key, value, stored_at_ns, 1);
+        arena.write_entry(slot, extent, hash, key, value, stored_at_ns, 1, None);
     }
 }
 

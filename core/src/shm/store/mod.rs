@@ -203,8 +203,9 @@ pub struct ShmStore {
     /// read in (0 = not yet; a forked child gets its own).
     me: AtomicU64,
     me_fork_generation: AtomicU64,
-    /// An odd sequence a reader already waited out with a live writer: later reads seeing it
-    /// miss at once instead of waiting again.
+    /// An odd slot sequence a reader already waited out with a live writer (`slot << 32 |
+    /// low 32 bits of the sequence`): later reads seeing it miss at once instead of waiting
+    /// again.
     stalled_seq: AtomicU64,
     /// A live owner an insert already waited out in full, and the sequence at that time:
     /// later inserts seeing the same hold (no progress) skip at once.

@@ -49,7 +49,10 @@ enum Probe {
         check: u64,
     },
     Expired,
-    Miss,
+    /// No slot holds the key; the digest of the probe run walked ([`Table::probe`]).
+    Miss(u64),
+    /// The matching slot's lengths are beyond the limits (only a hostile file has that).
+    Garbage,
     /// The candidate slot's sequence was odd.
     SlotOdd {
         slot: u32,
@@ -203,10 +206,11 @@ impl ShmStore {
     }
 
     /// The optimistic read loop (INV-S3). A hit is validated by its slot's own sequence, so
-    /// writes of other entries never hold it up; a miss by the lock file's sequence (no write
-    /// anywhere during the probe: a backward shift may have moved the key past it). Bounded:
-    /// at most [`READ_RETRIES`] validation failures and [`READ_ODD_GIVE_UP_NS`] of odd
-    /// sequence with a live writer.
+    /// writes of other entries never hold it up; a miss by walking its probe run again (a
+    /// backward shift during the walk may have moved the key behind it: the run then reads
+    /// differently), so it never waits for a writer either. Bounded: at most
+    /// [`READ_RETRIES`] validation failures and [`READ_ODD_GIVE_UP_NS`] of odd slot sequence
+    /// with a live writer.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn read(
@@ -222,13 +226,12 @@ impl ShmStore {
         let mut retries = 0u32;
         let mut odd = OddWait::default();
         loop {
-            let start = view.lock.read_begin();
             out.clear();
             let probe = table
-                .find_map(hash, |_, slot| {
+                .probe(hash, |_, slot| {
                     self.probe_slot(slots, slot, key, hash, now_ns, out)
                 })
-                .unwrap_or(Probe::Miss);
+                .unwrap_or_else(Probe::Miss);
             let stall = match probe {
                 Probe::Hit {
                     slot,
@@ -250,13 +253,12 @@ impl ShmStore {
                     return ReadOutcome::Hit { slot, visited };
                 }
                 Probe::Expired => return ReadOutcome::Expired,
-                Probe::Miss if view.lock.read_validate(start) => return ReadOutcome::Miss,
-                Probe::Miss if start & 1 == 1 => Some(start),
-                Probe::Miss | Probe::Torn => None,
-                Probe::SlotOdd { slot, seq } => {
-                    // A stall id of its own (the top bit set), apart from the lock's states.
-                    Some(1 << 63 | u64::from(slot) << 32 | (seq & 0xffff_ffff))
+                Probe::Garbage => return ReadOutcome::Miss,
+                Probe::Miss(digest) if table.run_digest(hash) == digest => {
+                    return ReadOutcome::Miss
                 }
+                Probe::Miss(_) | Probe::Torn => None,
+                Probe::SlotOdd { slot, seq } => Some(u64::from(slot) << 32 | (seq & 0xffff_ffff)),
             };
             match stall {
                 Some(stall) => {
@@ -301,15 +303,15 @@ impl ShmStore {
         // No extent: a slot freed after this bucket was read (validated below if it matches).
         let words = slots.slot(slot)?;
         if !words.key_matches(hash, key) {
-            // A torn comparison may reject the key wrongly: then the probe ends in a miss,
-            // which the lock file's sequence rejects.
-            return None;
+            // A comparison torn by a write of this slot (a compaction moving its words) may
+            // reject the key wrongly: redo the read then.
+            return (!seq.read_validate(start)).then_some(Probe::Torn);
         }
         let lens = words.lens();
         let stored_at_ns = words.stored_at_ns();
         let probe = if lens.value > self.geometry.value_bytes_max {
             // Only garbage has this; never serve it (validated or not).
-            Probe::Miss
+            Probe::Garbage
         } else if is_fresh(stored_at_ns, now_ns, self.ttl_ns) {
             words.copy_value(lens.value, out);
             Probe::Hit {

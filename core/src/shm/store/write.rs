@@ -371,12 +371,13 @@ impl ShmStore {
                 return Ok(InsertOutcome::Updated);
             }
             // Another extent, for the same slot (its place in the SIEVE list and its visited
-            // bit stay), found without evicting anything ...
-            view.arena.release_extent(slot);
+            // bit stay), found without evicting anything. The slot's section stays open
+            // until it has one (readers of the key wait instead of missing) ...
+            let open = view.arena.release_extent(slot);
             match self.alloc_extent(view, heap::entry_bytes(key_len, value_len), false)? {
                 Ok((extent, _)) => {
                     view.arena
-                        .write_entry(slot, extent, hash, key, value, now_ns, epoch);
+                        .write_entry(slot, extent, hash, key, value, now_ns, epoch, open);
                     Self::check_first_match(view, key, hash, slot)?;
                     return Ok(InsertOutcome::Updated);
                 }
@@ -395,13 +396,14 @@ impl ShmStore {
         // and so is its extent when it is of the new entry's class (the common case of
         // entries of one size: no free-list traffic).
         let mut reused = None;
+        let mut victim_section = None;
         if slots.len() >= self.geometry.capacity {
             let victim = policy::evict(&mut slots)?;
             view.table.remove(view.arena.hash(victim), victim)?;
             let extent = view.arena.extent(victim);
             let same_class = view.arena.heap().reusable_for(extent, bytes);
             if !same_class {
-                view.arena.release_extent(victim);
+                victim_section = view.arena.release_extent(victim);
             }
             reused = Some((victim, same_class.then_some(extent)));
         }
@@ -431,8 +433,16 @@ impl ShmStore {
                 (slot, extent, reused.is_some() || evicted_for_bytes)
             }
         };
-        view.arena
-            .write_entry(slot, extent, hash, key, value, now_ns, epoch);
+        view.arena.write_entry(
+            slot,
+            extent,
+            hash,
+            key,
+            value,
+            now_ns,
+            epoch,
+            victim_section,
+        );
         policy::insert(&mut slots, slot)?;
         view.table.insert(hash, slot)?;
         Self::check_first_match(view, key, hash, slot)?;
