@@ -258,14 +258,16 @@ impl ShmStore {
                     return ReadOutcome::Miss
                 }
                 Probe::Miss(_) | Probe::Torn => None,
-                Probe::SlotOdd { slot, seq } => Some(u64::from(slot) << 32 | (seq & 0xffff_ffff)),
+                Probe::SlotOdd { slot, seq } => {
+                    Some((slot, u64::from(slot) << 32 | (seq & 0xffff_ffff)))
+                }
             };
             match stall {
-                Some(stall) => {
+                Some((slot, stall)) => {
                     if odd.spins == 0 && odd.recoveries == 0 {
                         view.count(word!(CounterStripe, read_retries), None);
                     }
-                    match self.wait_odd(view, stall, &mut odd) {
+                    match self.wait_odd(view, slot, stall, &mut odd) {
                         OddStep::Retry => continue,
                         OddStep::Miss => return ReadOutcome::Miss,
                     }
@@ -331,12 +333,19 @@ impl ShmStore {
         })
     }
 
-    /// A read saw an odd sequence (a write in progress), of the lock file or of a slot,
-    /// named by `stall`: spin, then yield, check the writer's liveness and recover from a dead
-    /// one, or give up (a miss) within [`READ_ODD_GIVE_UP_NS`] / [`READ_ODD_SPINS_MAX`] polls.
+    /// A read saw `slot`'s sequence odd (a write in progress), the write named by `stall`:
+    /// spin, then yield, check the writer's liveness and recover from a dead one (or, with the
+    /// lock free, from a section nobody is in), or give up (a miss) within
+    /// [`READ_ODD_GIVE_UP_NS`] / [`READ_ODD_SPINS_MAX`] polls.
     #[cold]
     #[inline(never)]
-    pub(super) fn wait_odd(&self, view: &ReadView<'_>, stall: u64, odd: &mut OddWait) -> OddStep {
+    pub(super) fn wait_odd(
+        &self,
+        view: &ReadView<'_>,
+        slot: u32,
+        stall: u64,
+        odd: &mut OddWait,
+    ) -> OddStep {
         let recover = |odd: &mut OddWait| {
             let Ok(me) = self.me() else {
                 return false;
@@ -349,7 +358,7 @@ impl ShmStore {
             }
             odd.recoveries += 1;
             if let Some(full) = view.full() {
-                self.recover_interrupted(&full, owner);
+                self.recover_interrupted(&full, owner, Some(slot));
             }
             true
         };

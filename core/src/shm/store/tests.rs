@@ -303,7 +303,7 @@ fn a_reader_recovers_only_from_the_owner_it_judged_dead() {
         None,
     );
     // Now the reader's recovery from DEAD runs.
-    store.recover_interrupted(&view, DEAD);
+    store.recover_interrupted(&view, DEAD, None);
     assert_eq!(view.lock.owner(), LIVE, "the live writer keeps its lock");
     assert_eq!(
         store.info().unwrap().resets,
@@ -328,7 +328,7 @@ fn a_reader_recovers_only_from_the_owner_it_judged_dead() {
     // it since either.
     assert!(view.lock.try_lock(LIVE));
     let section = view.lock.write_begin(LIVE).unwrap();
-    store.recover_interrupted(&view, 0);
+    store.recover_interrupted(&view, 0, None);
     assert_eq!(view.lock.owner(), LIVE);
     assert!(view.lock.write_end(section));
     assert!(view.lock.unlock(LIVE));
@@ -534,4 +534,49 @@ fn extent_for(view: &View<'_>, key: &[u8], value: &[u8]) -> u64 {
             other => panic!("no extent: {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_slot_left_odd_outside_any_write_section_is_dropped_by_the_next_reader() {
+    // Found by the region fuzzer: a hostile file's slot with an odd sequence, named by a
+    // bucket ahead of the key's own slot, made every read of that key wait and miss for good.
+    let store = ShmStore::over_memory(config(4)).unwrap();
+    store.insert(b"a", b"1", 0).unwrap();
+    store.insert(b"b", b"2", 0).unwrap();
+    let view = store.view().unwrap();
+    let hash_a = key_hash(b"a");
+    let (_, slot_a) = view
+        .table
+        .find(hash_a, |s| view.arena.key_matches(s, hash_a, b"a"))
+        .unwrap();
+    // A section nobody will end (a fenced writer's, or a hostile file's); the lock is free.
+    let _never_ended = view.arena.seq(slot_a).unwrap().write_begin();
+    let mut out = Vec::new();
+    assert!(
+        !store.get(b"a", 0, &mut out).unwrap(),
+        "never served while odd"
+    );
+    assert!(out.is_empty());
+    assert_eq!(
+        view.arena.seq(slot_a).unwrap().value() & 1,
+        0,
+        "the reader's recovery settled the slot"
+    );
+    assert!(store.get(b"b", 0, &mut out).unwrap(), "other entries stay");
+    assert_eq!(out, b"2");
+    assert!(matches!(
+        store.insert(b"a", b"3", 0).unwrap(),
+        InsertOutcome::Inserted { .. }
+    ));
+    assert!(
+        store.get(b"a", 0, &mut out).unwrap(),
+        "the key caches again"
+    );
+    assert_eq!(out, b"3");
+    assert_eq!(
+        store.info().unwrap().resets,
+        0,
+        "no reset for a listed entry"
+    );
+    store.validate().unwrap();
 }

@@ -268,12 +268,24 @@ impl ShmStore {
         epoch
     }
 
-    /// Recovery started by a reader that found an odd sequence and judged the lock's owner
-    /// `dead_owner` dead (0: no owner). The lock is taken only from that owner (an exact
-    /// compare-exchange, INV-8): by now a live writer may have taken it over from the dead
-    /// one, or taken it free, and be inside its own section; taking whatever owner is there
-    /// now would reset the table under that writer's feet.
-    pub(super) fn recover_interrupted(&self, view: &View<'_>, dead_owner: u64) {
+    /// Recovery started by a reader that found an odd sequence (of `odd_slot`, if named) and
+    /// judged the lock's owner `dead_owner` dead (0: no owner). The lock is taken only from
+    /// that owner (an exact compare-exchange, INV-8): by now a live writer may have taken it
+    /// over from the dead one, or taken it free, and be inside its own section; taking
+    /// whatever owner is there now would reset the table under that writer's feet.
+    ///
+    /// Holding the lock, no slot section can be open except one nobody will end: one left by
+    /// a writer that died (its global section is then odd too, and resets), by a writer
+    /// fenced off by a takeover, or found in a hostile file. Such a slot would hold every
+    /// reader of its hash up until it is next written, which may be never (a bucket naming it
+    /// precedes the key's own slot in the probe run): its entry is dropped (INV-S4: a reset if
+    /// that finds the structures inconsistent).
+    pub(super) fn recover_interrupted(
+        &self,
+        view: &View<'_>,
+        dead_owner: u64,
+        odd_slot: Option<u32>,
+    ) {
         let Ok(me) = self.me() else {
             return;
         };
@@ -292,9 +304,14 @@ impl ShmStore {
             taken
         };
         if held {
-            // The sequence is odd: this section resets (INV-S4, INV-S8).
+            // An odd global sequence makes this section reset (INV-S4, INV-S8).
             let guard = guard();
-            self.write_section(view, &guard, |_, _| Ok(()));
+            self.write_section(view, &guard, |v, _| match odd_slot {
+                Some(slot) if v.arena.seq(slot).is_some_and(|seq| seq.value() & 1 == 1) => {
+                    Self::remove_slot(v, slot)
+                }
+                _ => Ok(()),
+            });
         }
     }
 
