@@ -17,6 +17,18 @@ pub use std::sync::atomic::{
     fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
+/// Lets the other threads run: the model checker's own yield under shuttle or loom (their
+/// schedulers must see it), the OS's otherwise.
+#[inline]
+pub fn yield_now() {
+    #[cfg(warp_loom)]
+    loom::thread::yield_now();
+    #[cfg(all(feature = "shuttle", not(warp_loom)))]
+    shuttle::thread::yield_now();
+    #[cfg(all(not(feature = "shuttle"), not(warp_loom)))]
+    std::thread::yield_now();
+}
+
 /// A reader-writer lock with one API over parking_lot (normal builds) and shuttle (schedule
 /// testing). Poisoning is ignored: the stores keep their invariants across panics by never
 /// panicking while a guard is held.

@@ -15,27 +15,36 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shuttle::sync::atomic::{AtomicBool, AtomicUsize};
-use shuttle::sync::Arc;
+use shuttle::sync::{Arc, Condvar, Mutex};
 use shuttle::thread;
 use warp_cache_core::shm::seqlock::{Acquire, Liveness, SeqLock, Word};
 // The core's sync shim: shuttle's atomics under `--features shuttle`.
 use warp_cache_core::sync::AtomicU64 as ShuttleU64;
 
-/// A lock word in a heap atomic from the core's sync shim (shuttle's under this feature).
-struct W(ShuttleU64);
+/// A lock word in a heap atomic from the core's sync shim (shuttle's under this feature),
+/// with a model of the kernel's futex on its high half (`futex.rs`).
+struct W {
+    word: ShuttleU64,
+    futex: Mutex<()>,
+    sleepers: Condvar,
+}
 
 impl W {
     fn new(value: u64) -> W {
-        W(ShuttleU64::new(value))
+        W {
+            word: ShuttleU64::new(value),
+            futex: Mutex::new(()),
+            sleepers: Condvar::new(),
+        }
     }
 }
 
 impl Word for W {
     fn load(&self, order: Ordering) -> u64 {
-        self.0.load(order)
+        self.word.load(order)
     }
     fn store(&self, value: u64, order: Ordering) {
-        self.0.store(value, order)
+        self.word.store(value, order)
     }
     fn compare_exchange(
         &self,
@@ -44,13 +53,27 @@ impl Word for W {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u64, u64> {
-        self.0.compare_exchange(current, new, success, failure)
+        self.word.compare_exchange(current, new, success, failure)
     }
     fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
-        self.0.fetch_add(value, order)
+        self.word.fetch_add(value, order)
     }
     fn fence(order: Ordering) {
         warp_cache_core::sync::fence(order)
+    }
+    /// FUTEX_WAIT, modelled strictly: the value check and the sleep are atomic with respect
+    /// to a wake (both under `futex`, as under the kernel's queue lock), and there is no
+    /// timeout, so an unlock that fails to wake a sleeper blocks it for good and shuttle
+    /// reports the deadlock (production sleepers would only lose their timeout's worth).
+    fn wait_while_high(&self, expected: u32, _timeout: Duration) {
+        let guard = self.futex.lock().unwrap();
+        if (self.word.load(Ordering::SeqCst) >> 32) as u32 == expected {
+            drop(self.sleepers.wait(guard).unwrap());
+        }
+    }
+    fn wake_one(&self) {
+        let _queue = self.futex.lock().unwrap();
+        self.sleepers.notify_one();
     }
 }
 
@@ -59,6 +82,8 @@ const WORDS: usize = 3;
 /// The lock words plus a protected value of three words that writers keep equal.
 struct Shared {
     state: W,
+    /// The count of sleeping waiters (`LockFile::lock_waiters`).
+    waiters: W,
     data: [ShuttleU64; WORDS],
     /// Set while some thread is inside a write section (mutual exclusion check).
     in_section: AtomicBool,
@@ -68,13 +93,14 @@ impl Shared {
     fn new() -> Arc<Shared> {
         Arc::new(Shared {
             state: W::new(0),
+            waiters: W::new(0),
             data: std::array::from_fn(|_| ShuttleU64::new(0)),
             in_section: AtomicBool::new(false),
         })
     }
 
     fn lock(&self) -> SeqLock<'_, W> {
-        SeqLock::new(&self.state)
+        SeqLock::with_waiters(&self.state, &self.waiters)
     }
 
     /// Inside a lock held by `me`: a write section storing `value` in every word (each store
@@ -269,6 +295,40 @@ fn a_dead_writer_is_taken_over_once_and_its_section_reset() {
             assert!(!lock.unlock(DEAD), "the dead owner holds nothing");
             let last = shared.read().expect("quiescent read validates");
             assert_consistent(last, &[21, 22, 30]);
+        },
+    );
+}
+
+/// The futex protocol (`SeqLock::unlock` / the waiter's count, look, sleep): the holder
+/// unlocks only once the waiter has counted itself as a sleeper, so every interleaving of
+/// that count, the waiter's look at the owner, its sleep and the unlock is explored; an
+/// unlock that failed to wake a sleeper would block it for good (the strict futex model of
+/// `W`), and shuttle would report the deadlock.
+#[test]
+fn an_unlock_always_wakes_a_counted_sleeper() {
+    shuttle_util::check(
+        "shuttle_seqlock",
+        "an_unlock_always_wakes_a_counted_sleeper",
+        20000,
+        || {
+            let shared = Shared::new();
+            assert!(shared.lock().try_lock(1));
+            let waiter = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || {
+                    let lock = shared.lock();
+                    let got = lock.acquire(2, Duration::from_secs(3600), &AllAlive);
+                    assert_eq!(got, Acquire::Acquired);
+                    assert!(lock.unlock(2));
+                })
+            };
+            while shared.waiters.load(Ordering::SeqCst) == 0 {
+                thread::yield_now();
+            }
+            assert!(shared.lock().unlock(1));
+            waiter.join().unwrap();
+            assert_eq!(shared.waiters.load(Ordering::SeqCst), 0, "uncounted");
+            assert_eq!(shared.lock().owner(), 0);
         },
     );
 }

@@ -365,7 +365,10 @@ pub fn open_generation(
             Some(_) => {
                 // Replace under the writer lock so concurrent replacers agree on one file.
                 let lock_words = lock.words();
-                let seqlock = SeqLock::new(&lock_words[word!(LockFile, state)]);
+                let seqlock = SeqLock::with_waiters(
+                    &lock_words[word!(LockFile, state)],
+                    &lock_words[word!(LockFile, lock_waiters)],
+                );
                 let liveness = DirLiveness { dir, me };
                 if !seqlock.acquire(me, REPLACE_LOCK_WAIT, &liveness).held() {
                     return Err(busy_error(dir, seqlock.owner()));

@@ -18,7 +18,8 @@
 //! # Lock file (`<name>.lock`)
 //!
 //! [`LockFile`], 1,152 B: identity line, then the seqlock state word (writer-lock owner and
-//! sequence in one word) and the takeover counter on separate 128-byte lines, then the
+//! sequence in one word, then the count of writers asleep on it) and the takeover counter on
+//! separate 128-byte lines, then the
 //! mapper table (which processes use these files), then the single-flight marks (which
 //! process computes which key: `flight.rs`).
 //!
@@ -171,7 +172,12 @@ pub struct LockFile {
     /// free) in the high 32 bits, the sequence (odd while a writer is changing the data file)
     /// in the low 32 bits.
     pub state: AtomicU64,
-    pub _pad1: [AtomicU64; 15],
+    /// Writers sleeping on the state word's owner half (`futex.rs`): an unlock wakes one only
+    /// when this is nonzero. A waiter killed while asleep leaves it high, which costs later
+    /// unlocks a wake call each, never a missed wake. Zero in files of earlier builds of
+    /// this format (it was padding): their writers do not wake, and sleepers time out.
+    pub lock_waiters: AtomicU64,
+    pub _pad1: [AtomicU64; 14],
     /// Number of times a waiter took the lock over from a dead owner (diagnostics).
     pub takeovers: AtomicU64,
     pub _pad2: [AtomicU64; 15],

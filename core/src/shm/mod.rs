@@ -44,6 +44,8 @@ pub mod failpoint;
 #[cfg(unix)]
 pub mod files;
 pub mod flight;
+#[cfg(unix)]
+pub mod futex;
 #[cfg(all(unix, any(test, fuzzing, feature = "testkit")))]
 pub mod fuzz;
 #[cfg(unix)]

@@ -40,11 +40,17 @@ pub trait Word {
     fn fence(order: Ordering)
     where
         Self: Sized;
+    /// Sleeps while the word's high 32 bits are `expected`, at most `timeout`; may return
+    /// early (callers look again). A futex in the mapping (`futex.rs`); a yield under a
+    /// model checker, whose scheduler must run the other threads.
+    fn wait_while_high(&self, expected: u32, timeout: Duration);
+    /// Wakes one sleeper of [`Word::wait_while_high`] on this word.
+    fn wake_one(&self);
 }
 
 /// Implements [`Word`] for an atomic type by forwarding to its own methods and fence.
 macro_rules! impl_word {
-    ($atomic:ty, $fence:path) => {
+    ($atomic:ty, $fence:path, $wait:path, $wake:path) => {
         impl Word for $atomic {
             #[inline]
             fn load(&self, order: Ordering) -> u64 {
@@ -72,17 +78,56 @@ macro_rules! impl_word {
             fn fence(order: Ordering) {
                 $fence(order)
             }
+            #[inline]
+            fn wait_while_high(&self, expected: u32, timeout: Duration) {
+                $wait(self, expected, timeout)
+            }
+            #[inline]
+            fn wake_one(&self) {
+                $wake(self)
+            }
         }
     };
 }
 
 // The mapping's words: always std's atomics, whatever the build, because the kernel shares
 // them between processes.
-impl_word!(std::sync::atomic::AtomicU64, std::sync::atomic::fence);
+#[cfg(unix)]
+impl_word!(
+    std::sync::atomic::AtomicU64,
+    std::sync::atomic::fence,
+    super::futex::wait_while_high,
+    super::futex::wake_one
+);
+#[cfg(not(unix))]
+impl_word!(
+    std::sync::atomic::AtomicU64,
+    std::sync::atomic::fence,
+    sleep_briefly,
+    wake_nobody
+);
 
 // The sync shim's atomics, when they are a model checker's (loom or shuttle) rather than std's.
 #[cfg(any(warp_loom, feature = "shuttle"))]
-impl_word!(crate::sync::AtomicU64, crate::sync::fence);
+impl_word!(
+    crate::sync::AtomicU64,
+    crate::sync::fence,
+    yield_to_the_model,
+    wake_nobody
+);
+
+#[cfg(any(not(unix), warp_loom, feature = "shuttle"))]
+fn wake_nobody<W>(_word: &W) {}
+
+#[cfg(not(unix))]
+fn sleep_briefly(_word: &std::sync::atomic::AtomicU64, _expected: u32, timeout: Duration) {
+    std::thread::sleep(timeout.min(Duration::from_micros(50)));
+}
+
+#[cfg(any(warp_loom, feature = "shuttle"))]
+fn yield_to_the_model(_word: &crate::sync::AtomicU64, _expected: u32, _timeout: Duration) {
+    crate::sync::yield_now();
+}
 
 /// An open write section: the odd sequence value it set, its holder, and whether the previous
 /// writer died inside its own section (the sequence was already odd).
@@ -122,6 +167,9 @@ fn pack(owner: u64, seq: u64) -> u64 {
 #[derive(Debug)]
 pub struct SeqLock<'a, W: Word> {
     state: &'a W,
+    /// The count of writers asleep on `state` (`LockFile::lock_waiters`), if there is one:
+    /// without it, waiters yield and sleep in short steps instead.
+    waiters: Option<&'a W>,
 }
 
 impl<W: Word> Clone for SeqLock<'_, W> {
@@ -132,8 +180,22 @@ impl<W: Word> Clone for SeqLock<'_, W> {
 impl<W: Word> Copy for SeqLock<'_, W> {}
 
 impl<'a, W: Word> SeqLock<'a, W> {
+    /// A lock over `state` whose waiters never sleep on it (readers' views, models).
     pub fn new(state: &'a W) -> Self {
-        SeqLock { state }
+        SeqLock {
+            state,
+            waiters: None,
+        }
+    }
+
+    /// A lock whose waiters sleep on `state` and count themselves in `waiters`, so that an
+    /// unlock wakes one of them (every writer of a lock file must use this one: an unlock
+    /// through [`SeqLock::new`] wakes nobody, and sleepers then wait out their timeout).
+    pub fn with_waiters(state: &'a W, waiters: &'a W) -> Self {
+        SeqLock {
+            state,
+            waiters: Some(waiters),
+        }
     }
 
     // --- optimistic readers ---
@@ -201,13 +263,56 @@ impl<'a, W: Word> SeqLock<'a, W> {
     }
 
     /// Releases the lock if `me` holds it; false if someone took it over (we were judged dead).
+    /// Wakes one sleeping waiter if any counted itself.
     pub fn unlock(&self, me: u64) -> bool {
-        me != 0 && self.swap_owner(me, 0, Ordering::Release)
+        // SeqCst with the waiter's count-then-look (`sleep_while_owner`): either this load
+        // sees its count, or its look sees the lock free and it does not sleep.
+        let released = me != 0 && self.swap_owner(me, 0, Ordering::SeqCst);
+        if released {
+            if let Some(waiters) = self.waiters {
+                if waiters.load(Ordering::SeqCst) != 0 {
+                    self.state.wake_one();
+                }
+            }
+        }
+        released
+    }
+
+    /// Sleeps up to `timeout` while `owner` holds the lock (or returns at once without a
+    /// waiters word: the caller's own backoff applies).
+    fn sleep_while_owner(&self, owner: u64, timeout: Duration) {
+        let Some(waiters) = self.waiters else {
+            std::thread::sleep(timeout.min(Duration::from_micros(50)));
+            return;
+        };
+        waiters.fetch_add(1, Ordering::SeqCst);
+        if owner_of(self.state.load(Ordering::SeqCst)) == owner {
+            // The kernel compares the owner half again under its queue lock, so an unlock
+            // between this look and the sleep makes the sleep return at once.
+            self.state.wait_while_high(owner as u32, timeout);
+        }
+        waiters.fetch_add(u64::MAX, Ordering::SeqCst); // minus one, wrapping
     }
 
     /// Waits for the lock up to `max_wait`, taking it over from a dead owner (checked after
     /// [`OWNER_CHECK_AFTER`] of waiting and then every [`OWNER_CHECK_EVERY`]).
     pub fn acquire(&self, me: u64, max_wait: Duration, liveness: &impl Liveness) -> Acquire {
+        self.acquire_with_patience(me, max_wait, max_wait, liveness)
+    }
+
+    /// [`SeqLock::acquire`] that also gives up ([`Acquire::Stalled`]) once one hold made no
+    /// progress for `patience`: the same owner and sequence all along, the owner alive (it
+    /// is checked then, and taken over if dead). A writer in its section changes the
+    /// sequence within microseconds; one that did not for `patience` is descheduled or
+    /// stopped, and every waiter behind it would wait its whole time slice or more (issue 12:
+    /// a convoy of all writers behind one preempted holder). For inserts, which may skip.
+    pub fn acquire_with_patience(
+        &self,
+        me: u64,
+        max_wait: Duration,
+        patience: Duration,
+        liveness: &impl Liveness,
+    ) -> Acquire {
         for _ in 0..SPINS_BEFORE_YIELD {
             if self.owner() == 0 && self.try_lock(me) {
                 return Acquire::Acquired;
@@ -217,8 +322,11 @@ impl<'a, W: Word> SeqLock<'a, W> {
         let start = Instant::now();
         let mut next_check = OWNER_CHECK_AFTER;
         let mut rounds = 0u32;
+        // The hold being waited for (state word) and since when (elapsed time).
+        let mut hold = (self.state.load(Ordering::Relaxed), Duration::ZERO);
         loop {
-            let owner = self.owner();
+            let state = self.state.load(Ordering::Relaxed);
+            let owner = owner_of(state);
             if owner == 0 {
                 if self.try_lock(me) {
                     return Acquire::Acquired;
@@ -229,7 +337,11 @@ impl<'a, W: Word> SeqLock<'a, W> {
                 continue;
             }
             let waited = start.elapsed();
-            if waited >= next_check {
+            if state != hold.0 {
+                hold = (state, waited);
+            }
+            let stalled = waited.saturating_sub(hold.1) >= patience;
+            if waited >= next_check || stalled {
                 next_check = waited + OWNER_CHECK_EVERY;
                 if !liveness.owner_alive(owner) && self.take_over(owner, me) {
                     return Acquire::TookOver { dead_owner: owner };
@@ -238,11 +350,17 @@ impl<'a, W: Word> SeqLock<'a, W> {
             if waited >= max_wait {
                 return Acquire::Busy { owner };
             }
+            if stalled {
+                return Acquire::Stalled { owner };
+            }
             rounds += 1;
-            if rounds < 64 {
+            if rounds < YIELDS_BEFORE_SLEEP {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(Duration::from_micros(50));
+                // Until the holder unlocks, or the next liveness check, the end of the wait
+                // or of the patience with this hold.
+                let until = next_check.min(max_wait).min(hold.1 + patience);
+                self.sleep_while_owner(owner, until.saturating_sub(waited).max(SLEEP_MIN));
             }
         }
     }
@@ -298,15 +416,25 @@ pub enum Acquire {
     Busy {
         owner: u64,
     },
+    /// A live owner made no progress for the whole patience
+    /// ([`SeqLock::acquire_with_patience`]).
+    Stalled {
+        owner: u64,
+    },
 }
 
 impl Acquire {
     pub fn held(&self) -> bool {
-        !matches!(self, Acquire::Busy { .. })
+        !matches!(self, Acquire::Busy { .. } | Acquire::Stalled { .. })
     }
 }
 
 const SPINS_BEFORE_YIELD: u32 = 256;
+/// Yields before a waiter sleeps on the lock word: a holder that is running finishes a
+/// write section in a few microseconds; one that was descheduled is better slept on.
+const YIELDS_BEFORE_SLEEP: u32 = 8;
+/// Shortest sleep (a liveness check or the deadline due now still sleeps this long).
+const SLEEP_MIN: Duration = Duration::from_micros(20);
 /// Waiting this long for the lock makes a waiter check whether its owner is alive.
 pub const OWNER_CHECK_AFTER: Duration = Duration::from_millis(2);
 /// Then it re-checks this often, so a dead owner is replaced well within a second.
@@ -428,6 +556,47 @@ mod tests {
             Acquire::Busy { owner: 5 }
         );
         assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_unlock_wakes_a_sleeping_waiter_and_no_wake_is_lost() {
+        // Each round a waiter sleeps on owner 5 with a 30 s timeout while the holder unlocks
+        // at a varying moment (before, during or after the waiter counts itself and sleeps).
+        // A lost wake would sleep out the timeout: the bound below is a liveness check.
+        let words = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        for round in 0..200u32 {
+            let lock = SeqLock::with_waiters(&words[0], &words[1]);
+            assert!(lock.try_lock(5));
+            let sleeper = {
+                let words = Arc::clone(&words);
+                std::thread::spawn(move || {
+                    let lock = SeqLock::with_waiters(&words[0], &words[1]);
+                    let start = Instant::now();
+                    while lock.owner() == 5 {
+                        lock.sleep_while_owner(5, Duration::from_secs(30));
+                    }
+                    start.elapsed()
+                })
+            };
+            for _ in 0..(round % 8) * 200 {
+                std::hint::spin_loop();
+            }
+            if round % 16 == 0 {
+                std::thread::sleep(Duration::from_millis(2)); // surely asleep by now
+            }
+            assert!(lock.unlock(5));
+            let slept = sleeper.join().unwrap();
+            assert!(
+                slept < Duration::from_secs(10),
+                "round {round}: slept {slept:?}"
+            );
+            assert_eq!(
+                words[1].load(Ordering::SeqCst),
+                0,
+                "the waiter uncounted itself"
+            );
+        }
     }
 
     #[test]

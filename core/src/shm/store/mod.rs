@@ -70,6 +70,10 @@ use write::OwnerCheck;
 
 /// How long an insert waits for a lock held by a live process before skipping.
 pub const LOCK_WAIT: Duration = Duration::from_millis(100);
+/// ... and for one hold that makes no progress (the holder descheduled or stopped: its
+/// owner and sequence unchanged): skipping one insert costs one later miss, waiting costs
+/// every writer the holder's time off the CPU (docs/performance.md, issue 12).
+pub const INSERT_PATIENCE: Duration = Duration::from_micros(100);
 /// How long clear/validate/file replacement wait for the lock.
 pub const LOCK_WAIT_LONG: Duration = Duration::from_secs(2);
 /// A reader seeing an odd sequence this long checks whether the writer is alive.

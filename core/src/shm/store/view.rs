@@ -36,7 +36,10 @@ impl<'a> View<'a> {
                 ..geometry.arena_word + geometry.capacity as usize * geometry.slot_words,
         )?;
         let heap = heap_of(geometry, data, header)?;
-        let lock = SeqLock::new(lock_words.get(word!(LockFile, state))?);
+        let lock = SeqLock::with_waiters(
+            lock_words.get(word!(LockFile, state))?,
+            lock_words.get(word!(LockFile, lock_waiters))?,
+        );
         Some(View {
             generation,
             header,

@@ -1,7 +1,8 @@
 //! Writes: the writer lock (taking over from dead owners, INV-8), write sections and resets (INV-S4, INV-S8), insert, remove, clear, counters.
 
 use super::{
-    busy_error, InsertOutcome, ShmInfo, ShmStore, SkipReason, View, LOCK_WAIT, LOCK_WAIT_LONG,
+    busy_error, InsertOutcome, ShmInfo, ShmStore, SkipReason, View, INSERT_PATIENCE, LOCK_WAIT,
+    LOCK_WAIT_LONG,
 };
 use std::cell::OnceCell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -148,6 +149,17 @@ impl ShmStore {
     /// A hold this store already waited out in full (same owner *and* same sequence: the
     /// holder made no progress, e.g. it is stopped) is not waited for again: only checked.
     pub(super) fn lock<'a>(&self, view: &View<'a>, max_wait: Duration) -> Option<LockGuard<'a>> {
+        self.lock_with_patience(view, max_wait, max_wait)
+    }
+
+    /// [`ShmStore::lock`] that gives up once the hold it waits for made no progress for
+    /// `patience` (`SeqLock::acquire_with_patience`; inserts, which may skip caching).
+    pub(super) fn lock_with_patience<'a>(
+        &self,
+        view: &View<'a>,
+        max_wait: Duration,
+        patience: Duration,
+    ) -> Option<LockGuard<'a>> {
         let me = self.me().ok()?;
         let owners = self.owner_check(view.generation, me);
         let guard = |took_over: bool| {
@@ -186,9 +198,15 @@ impl ShmStore {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        match view.lock.acquire(me, max_wait, &owners) {
+        match view
+            .lock
+            .acquire_with_patience(me, max_wait, patience, &owners)
+        {
             Acquire::Acquired => guard(false),
             Acquire::TookOver { .. } => guard(true),
+            // Not recorded as waited out: the next insert gives this hold its patience again
+            // (a few dozen microseconds) rather than the millisecond checks above.
+            Acquire::Stalled { .. } => None,
             Acquire::Busy { owner } => {
                 if max_wait >= LOCK_WAIT {
                     self.stalled_owner_seq.store(view.lock.sequence(), Relaxed);
@@ -348,7 +366,7 @@ impl ShmStore {
         // One attempt: lock, one write section, unlock.
         let insert_once = || -> Result<InsertOutcome> {
             let view = self.view()?;
-            let Some(guard) = self.lock(&view, LOCK_WAIT) else {
+            let Some(guard) = self.lock_with_patience(&view, LOCK_WAIT, INSERT_PATIENCE) else {
                 return Ok(InsertOutcome::Skipped(SkipReason::LockBusy));
             };
             failpoint::hit(Point::AfterLock);
