@@ -21,4 +21,7 @@ pub struct CacheStats {
     /// that waited for the writer lock; `None` for the in-process store.
     pub read_retries: Option<u64>,
     pub lock_waits: Option<u64>,
+    /// Values not stored because the shared store's writer lock stayed held by a live
+    /// process (a stopped or descheduled writer); `None` for the in-process store.
+    pub lock_skips: Option<u64>,
 }

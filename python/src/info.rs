@@ -20,6 +20,7 @@ pub struct CacheInfo {
     /// Contention counted by the shared backend only; `None` for memory.
     pub read_retries: Option<u64>,
     pub lock_waits: Option<u64>,
+    pub lock_skips: Option<u64>,
 }
 
 impl From<warp_cache_core::CacheStats> for CacheInfo {
@@ -33,6 +34,7 @@ impl From<warp_cache_core::CacheStats> for CacheInfo {
             space_skips: stats.space_skips,
             read_retries: stats.read_retries,
             lock_waits: stats.lock_waits,
+            lock_skips: stats.lock_skips,
         }
     }
 }
@@ -76,6 +78,7 @@ impl<'py> IntoPyObject<'py> for CacheInfo {
         extras.set_item("space_skips", self.space_skips)?;
         extras.set_item("read_retries", self.read_retries)?;
         extras.set_item("lock_waits", self.lock_waits)?;
+        extras.set_item("lock_skips", self.lock_skips)?;
         cache_info_class(py)?.call(
             (self.hits, self.misses, self.max_size, self.current_size),
             Some(&extras),
@@ -115,6 +118,7 @@ mod tests {
             space_skips: None,
             read_retries: None,
             lock_waits: None,
+            lock_skips: None,
         }
     }
 
@@ -124,6 +128,7 @@ mod tests {
             space_skips: None,
             read_retries: None,
             lock_waits: None,
+            lock_skips: None,
             ..memory()
         }
     }

@@ -121,7 +121,7 @@ def test_cache_info_repr_and_clear(backend):
         assert info.oversize_skips is None
         assert tuple(info) == (1, 1, 100, 1)
     else:
-        assert repr(info) == "CacheInfo(hits=1, misses=1, max_size=100, current_size=1, oversize_skips=0, space_skips=0, read_retries=0, lock_waits=0)"
+        assert repr(info) == "CacheInfo(hits=1, misses=1, max_size=100, current_size=1, oversize_skips=0, space_skips=0, read_retries=0, lock_waits=0, lock_skips=0)"
         assert info.oversize_skips == 0
         assert tuple(info) == (1, 1, 100, 1)
     assert str(info) == repr(info)

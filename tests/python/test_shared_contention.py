@@ -1,6 +1,7 @@
 """Shared backend contention counters: ``cache_info().read_retries`` (lock-free reads redone
-or held up by a write in progress) and ``cache_info().lock_waits`` (writes that found the
-writer lock held), counted by every process using the cache (issue 12)."""
+or held up by a write in progress), ``cache_info().lock_waits`` (writes that found the
+writer lock held) and ``cache_info().lock_skips`` (results not stored because the lock's
+holder made no progress), counted by every process using the cache (issue 12)."""
 
 from __future__ import annotations
 
@@ -22,16 +23,16 @@ def test_the_counters_stay_zero_without_contention():
             timed_call(f, x)
     info = f.cache_info()
     assert info.hits > 0 and info.misses >= 100
-    assert (info.read_retries, info.lock_waits) == (0, 0)
-    assert "read_retries=0, lock_waits=0" in repr(info)
+    assert (info.read_retries, info.lock_waits, info.lock_skips) == (0, 0, 0)
+    assert "read_retries=0, lock_waits=0, lock_skips=0" in repr(info)
 
 
 def test_the_memory_backend_has_no_contention_counters():
     f = cache(max_size=8)(target)
     f(1)
     info = f.cache_info()
-    assert info.read_retries is None and info.lock_waits is None
-    assert "read_retries" not in repr(info)
+    assert info.read_retries is None and info.lock_waits is None and info.lock_skips is None
+    assert "read_retries" not in repr(info) and "lock_skips" not in repr(info)
 
 
 @needs_failpoints
@@ -49,9 +50,14 @@ def test_a_writer_stalled_in_its_section_shows_in_both_counters():
         assert peer.conn.recv() == "entering"
         wait_for_state(peer.process.pid, "T")
         waits_before = f.cache_info().lock_waits
+        assert f.cache_info().lock_skips == 0
         timed_call(f, 2)  # a hit of another slot is not held up (per-slot validation)
-        timed_call(f, 5000)  # nor is a miss's read (its insert meets the held lock)
+        timed_call(f, 5000)  # nor is a miss's read (its insert meets the held lock) ...
         assert f.cache_info().read_retries == 0
+        assert f.cache_info().lock_skips == 1, "... which skips storing its result"
+        assert f.cache_info().misses == 33
+        timed_call(f, 5000)  # so it misses again
+        assert f.cache_info().misses == 34
         timed_call(f, 1)  # a read of key 1 waits for its slot, then misses
         info = f.cache_info()
         assert info.read_retries >= 1, info

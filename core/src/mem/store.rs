@@ -215,6 +215,7 @@ impl<K, V> MemStore<K, V> {
             space_skips: None,
             read_retries: None,
             lock_waits: None,
+            lock_skips: None,
         }
     }
 

@@ -132,7 +132,11 @@ pub struct CounterStripe {
     pub read_retries: AtomicU64,
     /// Writer-lock acquisitions that found the lock held by another writer and waited.
     pub lock_waits: AtomicU64,
-    pub _pad: [AtomicU64; 9],
+    /// Inserts skipped because the writer lock stayed held (by a live process that made no
+    /// progress for the insert's patience, or for its whole wait). Zero in files of earlier
+    /// builds of this format (it was padding).
+    pub lock_skips: AtomicU64,
+    pub _pad: [AtomicU64; 8],
 }
 
 /// Per-slot metadata; key and value words follow it.

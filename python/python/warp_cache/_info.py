@@ -29,7 +29,7 @@ class _Counts(NamedTuple):
 
 
 # The attributes outside the tuple (None where a backend does not report them).
-_EXTRAS = ("oversize_skips", "space_skips", "read_retries", "lock_waits", "fallback")
+_EXTRAS = ("oversize_skips", "space_skips", "read_retries", "lock_waits", "lock_skips", "fallback")
 
 
 @disjoint_base  # a tuple subclass with an instance dict
@@ -47,6 +47,9 @@ class CacheInfo(_Counts):
     - ``read_retries`` and ``lock_waits``: contention in the shared cache, from every process
       using it: lock-free reads that were redone or held up by a write in progress, and writes
       that found the writer lock held and waited; ``None`` on the memory backend.
+    - ``lock_skips``: results not cached because another live process held the shared
+      cache's writer lock without progress (stopped or descheduled inside its write) for the
+      insert's patience, 100 microseconds; ``None`` on the memory backend.
     - ``fallback``: why a function decorated with ``backend="shared"`` is cached in this
       process only; ``None`` normally.
     """
@@ -58,6 +61,7 @@ class CacheInfo(_Counts):
     space_skips: Optional[int] = None
     read_retries: Optional[int] = None
     lock_waits: Optional[int] = None
+    lock_skips: Optional[int] = None
     fallback: Optional[str] = None
 
     def __new__(
@@ -71,6 +75,7 @@ class CacheInfo(_Counts):
         space_skips: Optional[int] = None,
         read_retries: Optional[int] = None,
         lock_waits: Optional[int] = None,
+        lock_skips: Optional[int] = None,
         fallback: Optional[str] = None,
     ) -> CacheInfo:
         info = super().__new__(cls, hits, misses, max_size, current_size)
@@ -78,6 +83,7 @@ class CacheInfo(_Counts):
         object.__setattr__(info, "space_skips", space_skips)
         object.__setattr__(info, "read_retries", read_retries)
         object.__setattr__(info, "lock_waits", lock_waits)
+        object.__setattr__(info, "lock_skips", lock_skips)
         object.__setattr__(info, "fallback", fallback)
         return info
 

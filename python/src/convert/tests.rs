@@ -403,7 +403,7 @@ fn oversize_keys_and_values_are_returned_but_not_cached() {
             }
             assert_eq!(
                 info(cached),
-                "CacheInfo(hits=0, misses=2, max_size=16, current_size=0, oversize_skips=2, space_skips=0, read_retries=0, lock_waits=0)"
+                "CacheInfo(hits=0, misses=2, max_size=16, current_size=0, oversize_skips=2, space_skips=0, read_retries=0, lock_waits=0, lock_skips=0)"
             );
             // The key fits but the value (twice as long) does not.
             let long_value = "v".repeat(40);
@@ -412,7 +412,7 @@ fn oversize_keys_and_values_are_returned_but_not_cached() {
             }
             assert_eq!(
                 info(cached),
-                "CacheInfo(hits=0, misses=4, max_size=16, current_size=0, oversize_skips=4, space_skips=0, read_retries=0, lock_waits=0)"
+                "CacheInfo(hits=0, misses=4, max_size=16, current_size=0, oversize_skips=4, space_skips=0, read_retries=0, lock_waits=0, lock_skips=0)"
             );
             // What fits is cached.
             for _ in 0..2 {
@@ -420,7 +420,7 @@ fn oversize_keys_and_values_are_returned_but_not_cached() {
             }
             assert_eq!(
                 info(cached),
-                "CacheInfo(hits=1, misses=5, max_size=16, current_size=1, oversize_skips=4, space_skips=0, read_retries=0, lock_waits=0)"
+                "CacheInfo(hits=1, misses=5, max_size=16, current_size=1, oversize_skips=4, space_skips=0, read_retries=0, lock_waits=0, lock_skips=0)"
             );
         });
     });

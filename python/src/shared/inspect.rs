@@ -67,6 +67,7 @@ fn cache_dict<'py>(py: Python<'py>, report: &CacheReport) -> PyResult<Bound<'py,
     dict.set_item("space_skips", info.map(|i| i.space_skips))?;
     dict.set_item("read_retries", info.map(|i| i.read_retries))?;
     dict.set_item("lock_waits", info.map(|i| i.lock_waits))?;
+    dict.set_item("lock_skips", info.map(|i| i.lock_skips))?;
     dict.set_item("resets", info.map(|i| i.resets))?;
     dict.set_item("takeovers", info.map(|i| i.takeovers))?;
     dict.set_item("payload_bytes", report.payload_bytes)?;

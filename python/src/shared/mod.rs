@@ -541,7 +541,7 @@ cached_function_pymethods! {
     #[pymethods]
     impl SharedCachedFunction, "shared cached function" {
         /// `CacheInfo(hits=, misses=, max_size=, current_size=, oversize_skips=, space_skips=,
-        /// read_retries=, lock_waits=)`, counted by
+        /// read_retries=, lock_waits=, lock_skips=)`, counted by
         /// every process using the cache.
         fn cache_info(&self, py: Python<'_>) -> PyResult<CacheInfo> {
             guard(|| {

@@ -149,6 +149,8 @@ pub struct ShmInfo {
     /// acquisitions that waited for another writer.
     pub read_retries: u64,
     pub lock_waits: u64,
+    /// Inserts skipped because a live process held the writer lock without progress.
+    pub lock_skips: u64,
     pub current_size: u64,
     pub capacity: u32,
     /// Times the table was reset after a crash or corruption (diagnostics).
@@ -173,6 +175,7 @@ impl ShmInfo {
             space_skips: Some(self.space_skips),
             read_retries: Some(self.read_retries),
             lock_waits: Some(self.lock_waits),
+            lock_skips: Some(self.lock_skips),
         }
     }
 }

@@ -367,6 +367,7 @@ impl ShmStore {
         let insert_once = || -> Result<InsertOutcome> {
             let view = self.view()?;
             let Some(guard) = self.lock_with_patience(&view, LOCK_WAIT, INSERT_PATIENCE) else {
+                view.count(word!(CounterStripe, lock_skips));
                 return Ok(InsertOutcome::Skipped(SkipReason::LockBusy));
             };
             failpoint::hit(Point::AfterLock);
@@ -713,6 +714,7 @@ impl ShmStore {
             space_skips: view.sum(word!(CounterStripe, space_skips)),
             read_retries: view.sum(word!(CounterStripe, read_retries)),
             lock_waits: view.sum(word!(CounterStripe, lock_waits)),
+            lock_skips: view.sum(word!(CounterStripe, lock_skips)),
             current_size: view
                 .header_word(word!(DataHeader, sieve_len))
                 .min(u64::from(self.geometry.capacity)),
