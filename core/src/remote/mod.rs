@@ -7,4 +7,6 @@
 //! no byte string from the server can make this code panic.
 #![forbid(unsafe_code)]
 
+pub mod breaker;
+pub mod naming;
 pub mod record;
