@@ -8,5 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod breaker;
+pub mod client;
+pub mod counters;
 pub mod naming;
 pub mod record;
