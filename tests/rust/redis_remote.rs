@@ -11,6 +11,7 @@ use warp_cache_core::remote::breaker::{BreakerConfig, BreakerState};
 use warp_cache_core::remote::client::{ClientConfig, RemoteClient, RemoteError};
 use warp_cache_core::remote::naming::Names;
 use warp_cache_core::remote::record::Secret;
+use warp_cache_core::remote::tracking::{Tracker, TrackingEvent};
 
 /// A redis-server child process, killed on drop.
 struct Server {
@@ -369,4 +370,48 @@ fn the_single_flight_lock() {
     );
     assert_eq!(c.unlock(&lock, "slow"), Ok(false));
     assert_eq!(c.get(&lock), Ok(Some(b"next".to_vec())));
+}
+
+#[test]
+fn tracking_reports_invalidations_of_the_prefix_and_a_disconnect() {
+    let mut server = Server::start(&[]);
+    let names = Names::new(NS);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _tracker = Tracker::start(
+        &server.url(),
+        names.tracking_prefix(),
+        1_000,
+        move |event| {
+            let _ = tx.send(event);
+        },
+    )
+    .expect("start tracking");
+    let writer = client(&server.url());
+    // Another namespace's write first: it must not be reported.
+    writer
+        .set(&Names::new("other").entry_key(0, b"k"), b"v", None)
+        .unwrap();
+    let ours = names.entry_key(0, b"k");
+    writer.set(&ours, b"v", None).unwrap();
+    let event = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("no invalidation within 2 s of a SET");
+    assert_eq!(
+        event,
+        TrackingEvent::Invalidated(vec![ours.clone().into_bytes()])
+    );
+    writer.incr_generation(&names.generation_key()).unwrap();
+    let event = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("no invalidation of the generation");
+    assert_eq!(
+        event,
+        TrackingEvent::Invalidated(vec![names.generation_key().into_bytes()])
+    );
+
+    server.kill9();
+    let event = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("no disconnect reported within 2 s of kill -9");
+    assert!(matches!(event, TrackingEvent::Disconnected(_)), "{event:?}");
 }

@@ -12,3 +12,4 @@ pub mod client;
 pub mod counters;
 pub mod naming;
 pub mod record;
+pub mod tracking;
