@@ -16,6 +16,8 @@ pub mod hash;
 pub mod mem;
 pub mod model;
 pub mod policy;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod shm;
 pub mod stats;
 pub mod sync;
